@@ -1,0 +1,62 @@
+# Finds every external library through pkg-config (or a header/library probe where the Debian
+# package ships no .pc file) and fails with the Debian package to install.
+find_package(PkgConfig REQUIRED)
+
+function(sand_pkg target pcname debpkg)
+    pkg_check_modules(${target} IMPORTED_TARGET GLOBAL ${pcname})
+    if(NOT ${target}_FOUND)
+        message(FATAL_ERROR "missing ${pcname}: install the Debian package '${debpkg}' "
+                            "(or run scripts/install-deps.sh)")
+    endif()
+    add_library(sand::${target} ALIAS PkgConfig::${target})
+endfunction()
+
+function(sand_lib target header lib debpkg)
+    find_path(${target}_INC ${header})
+    find_library(${target}_LIB ${lib})
+    if(NOT ${target}_INC OR NOT ${target}_LIB)
+        message(FATAL_ERROR "missing ${lib}: install the Debian package '${debpkg}' "
+                            "(or run scripts/install-deps.sh)")
+    endif()
+    add_library(sand_ext_${target} INTERFACE)
+    target_include_directories(sand_ext_${target} INTERFACE ${${target}_INC})
+    target_link_libraries(sand_ext_${target} INTERFACE ${${target}_LIB})
+    add_library(sand::${target} ALIAS sand_ext_${target})
+endfunction()
+
+sand_pkg(uv libuv libuv1-dev)
+sand_pkg(hiredis hiredis libhiredis-dev)
+sand_pkg(rdkafka rdkafka librdkafka-dev)
+sand_pkg(jansson jansson libjansson-dev)
+sand_pkg(yaml yaml-0.1 libyaml-dev)
+sand_pkg(curl libcurl libcurl4-openssl-dev)
+sand_pkg(archive libarchive libarchive-dev)
+sand_pkg(cmocka cmocka libcmocka-dev)
+sand_lib(httpparser http_parser.h http_parser libhttp-parser-dev)
+
+if(SAND_WITH_PYTHON)
+    # Debian's CPython, never a pyenv interpreter that may come first on PATH.
+    find_program(SAND_PYTHON_CONFIG NAMES python3-config PATHS /usr/bin NO_DEFAULT_PATH)
+    if(NOT SAND_PYTHON_CONFIG)
+        message(FATAL_ERROR "missing /usr/bin/python3-config: install the Debian package 'python3-dev'")
+    endif()
+    execute_process(COMMAND ${SAND_PYTHON_CONFIG} --includes OUTPUT_VARIABLE SAND_PY_CFLAGS
+                    OUTPUT_STRIP_TRAILING_WHITESPACE)
+    execute_process(COMMAND ${SAND_PYTHON_CONFIG} --ldflags --embed OUTPUT_VARIABLE SAND_PY_LDFLAGS
+                    OUTPUT_STRIP_TRAILING_WHITESPACE)
+    separate_arguments(SAND_PY_CFLAGS)
+    separate_arguments(SAND_PY_LDFLAGS)
+    add_library(sand_ext_python INTERFACE)
+    target_compile_options(sand_ext_python INTERFACE ${SAND_PY_CFLAGS})
+    target_link_options(sand_ext_python INTERFACE ${SAND_PY_LDFLAGS})
+    add_library(sand::python ALIAS sand_ext_python)
+endif()
+
+if(SAND_WITH_JAVA)
+    find_package(Java 17 COMPONENTS Development)
+    find_package(JNI)
+    if(NOT Java_FOUND OR NOT JNI_FOUND)
+        message(FATAL_ERROR "missing a JDK: install the Debian package 'default-jdk-headless' "
+                            "(or configure with -DSAND_WITH_JAVA=OFF)")
+    endif()
+endif()
