@@ -14,24 +14,24 @@
 #include <stdint.h>
 #include <stdbool.h>
 
-#define SAND_PRINTF(a, b) __attribute__((format(printf, a, b)))
-#define SAND_UNUSED       __attribute__((unused))
-#define SAND_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-#define SAND_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define SAND_PRINTF(a, b)                    __attribute__((format(printf, a, b)))
+#define SAND_UNUSED                          __attribute__((unused))
+#define SAND_ARRAY_LEN(a)                    (sizeof(a) / sizeof((a)[0]))
+#define SAND_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* ---- errors ------------------------------------------------------------------------------ */
 
 /* Error codes are negative so that "rc < 0" means failure everywhere. */
 enum {
     SAND_OK = 0,
-    SAND_EINVAL = -1,   /* malformed input */
-    SAND_ENOMEM = -2,   /* allocation failed */
-    SAND_ETOOBIG = -3,  /* a bounded buffer or limit was exceeded */
+    SAND_EINVAL = -1,  /* malformed input */
+    SAND_ENOMEM = -2,  /* allocation failed */
+    SAND_ETOOBIG = -3, /* a bounded buffer or limit was exceeded */
     SAND_ENOTFOUND = -4,
-    SAND_EIO = -5,      /* system call or I/O failure; errno text is in the message */
+    SAND_EIO = -5, /* system call or I/O failure; errno text is in the message */
     SAND_EEXIST = -6,
     SAND_ETIMEDOUT = -7,
-    SAND_EBUS = -8,     /* Redis or Kafka refused or failed */
+    SAND_EBUS = -8, /* Redis or Kafka refused or failed */
     SAND_EPERM = -9,
     SAND_ECANCELED = -10,
     SAND_EBUSY = -11,
@@ -126,7 +126,7 @@ typedef struct sand_vec {
 void sand_vec_init(sand_vec_t *v);
 /* Frees the array; calls free_fn on each item first when free_fn is not NULL. */
 void sand_vec_release(sand_vec_t *v, void (*free_fn)(void *));
-int sand_vec_push(sand_vec_t *v, void *item); /* 0 or SAND_ENOMEM */
+int sand_vec_push(sand_vec_t *v, void *item);   /* 0 or SAND_ENOMEM */
 void *sand_vec_remove(sand_vec_t *v, size_t i); /* order-preserving */
 
 /* ---- intrusive doubly-linked list -------------------------------------------------------- */
@@ -157,7 +157,8 @@ static inline void sand_list_remove(sand_list_t *n)
     n->prev = n->next = n;
 }
 #define sand_list_foreach_safe(pos, tmp, head)                                                     \
-    for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head); (pos) = (tmp), (tmp) = (pos)->next)
+    for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head);                               \
+         (pos) = (tmp), (tmp) = (pos)->next)
 
 /* ---- string-keyed hash map --------------------------------------------------------------- */
 

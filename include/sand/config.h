@@ -13,30 +13,30 @@
 #define SAND_CFG_STR 256
 
 typedef struct sand_cfg {
-    char listen[SAND_CFG_STR];           /* ADDR:PORT of the HTTP frontend */
+    char listen[SAND_CFG_STR]; /* ADDR:PORT of the HTTP frontend */
     char data_dir[SAND_CFG_STR];
-    char api_key_file[SAND_CFG_STR];     /* "" = <data_dir>/api.key */
+    char api_key_file[SAND_CFG_STR]; /* "" = <data_dir>/api.key */
     char log_level[16];
     char local_bus_redis[SAND_CFG_STR];  /* embedded | unix:/path | tcp://host:port */
     char global_bus_kafka[SAND_CFG_STR]; /* embedded | broker list */
     int64_t global_bus_partitions;
     char global_data_redis[SAND_CFG_STR]; /* global data layer: local | unix:/path | tcp://h:p */
-    char sandbox_driver[16];             /* auto | docker | process */
+    char sandbox_driver[16];              /* auto | docker | process */
     char sandbox_image[SAND_CFG_STR];
-    char sandbox_granularity[16];        /* application | grain */
-    int64_t sandbox_memory;              /* per-sandbox memory limit, bytes */
-    int64_t sandbox_pids;                /* per-sandbox pids limit */
-    char worker_instance[16];            /* fork | reuse */
-    char bus_mode[16];                   /* hierarchical | global */
-    int64_t limits_invoke_body;          /* bytes */
-    int64_t limits_bundle;               /* bytes uploaded */
-    int64_t limits_unpacked;             /* bytes unpacked */
+    char sandbox_granularity[16]; /* application | grain */
+    int64_t sandbox_memory;       /* per-sandbox memory limit, bytes */
+    int64_t sandbox_pids;         /* per-sandbox pids limit */
+    char worker_instance[16];     /* fork | reuse */
+    char bus_mode[16];            /* hierarchical | global */
+    int64_t limits_invoke_body;   /* bytes */
+    int64_t limits_bundle;        /* bytes uploaded */
+    int64_t limits_unpacked;      /* bytes unpacked */
     int64_t limits_files;
-    int64_t limits_app_yaml;             /* bytes */
-    int64_t limits_value;                /* data layer value, bytes */
-    int64_t exec_timeout_ms;             /* default execution deadline */
-    int64_t exec_retention_ms;           /* how long finished execution records are kept */
-    int64_t logs_max_lines;              /* per-app log ring */
+    int64_t limits_app_yaml;   /* bytes */
+    int64_t limits_value;      /* data layer value, bytes */
+    int64_t exec_timeout_ms;   /* default execution deadline */
+    int64_t exec_retention_ms; /* how long finished execution records are kept */
+    int64_t logs_max_lines;    /* per-app log ring */
 } sand_cfg;
 
 /* Fills every field with its documented default. */

@@ -22,10 +22,10 @@
 #define SAND_KEY_SUP_FMT    "sand:%s:sup"     /* app: hash grain -> worker status JSON */
 #define SAND_KEY_EXEC_FMT   "sandd:x:%s"      /* execution id: record JSON (host agent only) */
 
-#define SAND_GROUP_WORKERS  "workers" /* consumer group on every grain queue */
-#define SAND_CONSUMER_WORKER "w"      /* one worker per grain per host */
-#define SAND_GROUP_AGENT    "agent"   /* consumer group on the LQHA stream */
-#define SAND_CONSUMER_AGENT "ha"
+#define SAND_GROUP_WORKERS   "workers" /* consumer group on every grain queue */
+#define SAND_CONSUMER_WORKER "w"       /* one worker per grain per host */
+#define SAND_GROUP_AGENT     "agent"   /* consumer group on the LQHA stream */
+#define SAND_CONSUMER_AGENT  "ha"
 
 /* ---- event entry on a grain queue (XADD sand:{app}:q:{grain} * F V ...) ------------------ */
 
@@ -40,7 +40,7 @@
 
 /* ---- host agent entry (XADD sand:{app}:ha * F V ...), one per finished instance ---------- */
 
-#define SAND_F_TYPE     "t"   /* "step" */
+#define SAND_F_TYPE     "t" /* "step" */
 #define SAND_F_GRAIN    "g"
 #define SAND_F_STATUS   "st"  /* succeeded | failed | retrying | caught */
 #define SAND_F_STARTED  "b"   /* epoch us the handler started */
@@ -90,15 +90,15 @@
     "  parts[#parts + 1] = '\"' .. all[i] .. '\":' .. string.sub(v, nl + 1)\n"                     \
     "end\n"                                                                                        \
     "redis.call('XADD', KEYS[2], '*', 'i', table.concat(ids, '+'), 'x', ARGV[6], 'w', ARGV[7],\n"  \
-    "  's', ARGV[8], 'a', '1', 'q', ARGV[9], 'd', ARGV[10],\n"                                    \
+    "  's', ARGV[8], 'a', '1', 'q', ARGV[9], 'd', ARGV[10],\n"                                     \
     "  'e', '{' .. table.concat(parts, ',') .. '}')\n"                                             \
     "redis.call('DEL', KEYS[1])\n"                                                                 \
     "return 1\n"
 
 /* ---- environment of supervisors and workers ---------------------------------------------- */
 
-#define SAND_ENV_REDIS       "SAND_REDIS"        /* unix:/path/redis.sock or tcp://host:port */
-#define SAND_ENV_REDIS_USER  "SAND_REDIS_USER"   /* the app's ACL user */
+#define SAND_ENV_REDIS       "SAND_REDIS"      /* unix:/path/redis.sock or tcp://host:port */
+#define SAND_ENV_REDIS_USER  "SAND_REDIS_USER" /* the app's ACL user */
 #define SAND_ENV_REDIS_PASS  "SAND_REDIS_PASS"
 #define SAND_ENV_GREDIS      "SAND_GLOBAL_REDIS" /* global data layer endpoint */
 #define SAND_ENV_GREDIS_USER "SAND_GLOBAL_REDIS_USER"

@@ -21,8 +21,8 @@ typedef enum sand_runtime {
 typedef struct sand_grain {
     char name[SAND_NAME_MAX];
     sand_runtime runtime;
-    char *code;        /* path relative to the bundle root, normalised, never escapes it */
-    char *handler;     /* python: function (default "handle"); java: class; c: symbol */
+    char *code;          /* path relative to the bundle root, normalised, never escapes it */
+    char *handler;       /* python: function (default "handle"); java: class; c: symbol */
     int64_t timeout_ms;  /* default 60000 */
     int64_t memory;      /* bytes per instance; 0 = no limit */
     int64_t concurrency; /* default 100 */
@@ -34,33 +34,33 @@ typedef struct sand_step sand_step_t;
 
 struct sand_step {
     char name[SAND_NAME_MAX];
-    sand_grain_t *grain;   /* borrowed from the app */
-    sand_step_t **next;    /* static successors (fan-out when > 1); NULL when n_next == 0 */
+    sand_grain_t *grain; /* borrowed from the app */
+    sand_step_t **next;  /* static successors (fan-out when > 1); NULL when n_next == 0 */
     size_t n_next;
-    sand_step_t **preds;   /* static predecessors through next edges; a join when n_preds > 1 */
+    sand_step_t **preds; /* static predecessors through next edges; a join when n_preds > 1 */
     size_t n_preds;
     sand_step_t *catch_step; /* NULL when no catch */
     int retry_max;           /* extra runs after the first (0 = none) */
     int64_t retry_backoff_ms;
-    bool terminal;           /* no next */
-    int index;               /* position in the workflow's steps array */
+    bool terminal; /* no next */
+    int index;     /* position in the workflow's steps array */
     int line;
 };
 
 typedef struct sand_workflow {
     char name[SAND_NAME_MAX];
     sand_step_t *start;
-    sand_step_t *result;     /* the one terminal step reachable from start through next edges */
-    sand_step_t **steps;     /* all steps, in app.yaml order */
+    sand_step_t *result; /* the one terminal step reachable from start through next edges */
+    sand_step_t **steps; /* all steps, in app.yaml order */
     size_t n_steps;
-    int64_t timeout_ms;      /* optional `timeout:` of the workflow; 0 = daemon default */
+    int64_t timeout_ms; /* optional `timeout:` of the workflow; 0 = daemon default */
     int line;
 } sand_workflow_t;
 
 typedef struct sand_app {
     char name[SAND_NAME_MAX];
-    char *root;              /* absolute path of the bundle directory */
-    sand_grain_t **grains;   /* in app.yaml order */
+    char *root;            /* absolute path of the bundle directory */
+    sand_grain_t **grains; /* in app.yaml order */
     size_t n_grains;
     sand_workflow_t **workflows;
     size_t n_workflows;
@@ -83,9 +83,9 @@ void sand_diags_release(sand_diags_t *d);
 int sand_diags_format(const sand_diags_t *d, const char *file, sand_bytes_t *out);
 
 typedef struct sand_app_limits {
-    int64_t max_yaml_bytes;  /* default 1 MiB */
+    int64_t max_yaml_bytes;   /* default 1 MiB */
     int max_alias_expansions; /* default 1000 */
-    int max_depth;           /* default 64 */
+    int max_depth;            /* default 64 */
 } sand_app_limits_t;
 
 /* Loads and validates DIR/app.yaml (code paths are checked against the files in DIR).

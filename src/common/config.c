@@ -22,10 +22,18 @@ struct cfg_key {
     const char *doc;
 };
 
-#define STR(k, f, d, doc) {k, T_STR, offsetof(sand_cfg, f), sizeof(((sand_cfg *)0)->f), d, 0, 0, NULL, doc}
+#define STR(k, f, d, doc)                                                                          \
+    {                                                                                              \
+        k, T_STR, offsetof(sand_cfg, f), sizeof(((sand_cfg *)0)->f), d, 0, 0, NULL, doc            \
+    }
 #define ENUM(k, f, d, ch, doc)                                                                     \
-    {k, T_ENUM, offsetof(sand_cfg, f), sizeof(((sand_cfg *)0)->f), d, 0, 0, ch, doc}
-#define NUM(k, t, f, d, lo, hi, doc) {k, t, offsetof(sand_cfg, f), 0, d, lo, hi, NULL, doc}
+    {                                                                                              \
+        k, T_ENUM, offsetof(sand_cfg, f), sizeof(((sand_cfg *)0)->f), d, 0, 0, ch, doc             \
+    }
+#define NUM(k, t, f, d, lo, hi, doc)                                                               \
+    {                                                                                              \
+        k, t, offsetof(sand_cfg, f), 0, d, lo, hi, NULL, doc                                       \
+    }
 
 static const struct cfg_key keys[] = {
     STR("listen", listen, "127.0.0.1:8080", "HTTP frontend address"),

@@ -75,8 +75,8 @@ void sand_err_clear(sand_err *err)
 const char *sand_err_name(int code)
 {
     static const char *const names[] = {
-        "OK",       "EINVAL", "ENOMEM", "ETOOBIG", "ENOTFOUND", "EIO",
-        "EEXIST",   "ETIMEDOUT", "EBUS", "EPERM",  "ECANCELED", "EBUSY",
+        "OK",     "EINVAL",    "ENOMEM", "ETOOBIG", "ENOTFOUND", "EIO",
+        "EEXIST", "ETIMEDOUT", "EBUS",   "EPERM",   "ECANCELED", "EBUSY",
     };
     int i = -code;
     if (i < 0 || (size_t)i >= SAND_ARRAY_LEN(names))

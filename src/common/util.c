@@ -94,8 +94,8 @@ int sand_parse_size(const char *s, int64_t *bytes, sand_err *err)
         {"GB", 1000 * 1000 * 1000},
     };
     if (parse_with_units(s, units, SAND_ARRAY_LEN(units), bytes) < 0)
-        return sand_err_set(err, SAND_EINVAL,
-                            "invalid size '%s' (expected e.g. 4096, 256Mi, 1Gi)", s ? s : "");
+        return sand_err_set(err, SAND_EINVAL, "invalid size '%s' (expected e.g. 4096, 256Mi, 1Gi)",
+                            s ? s : "");
     return 0;
 }
 
