@@ -105,10 +105,11 @@ typedef void (*sand_sbx_exit_cb)(sand_sbx_t *sbx, int status, void *ud);
  * (SAND_ECANCELED at driver close, or the error that prevented removal). */
 typedef void (*sand_sbx_stop_cb)(sand_sbx_t *sbx, int status, void *ud);
 
-/* One sandbox found by sand_sbx_adopt_all(). The driver owns sbx until the callee either keeps
- * it (sand_sbx_set_exit_cb(), and later sand_sbx_stop()/sand_sbx_free() as for a started one)
- * or stops it (orphans of deleted or outdated apps). A sandbox neither kept nor stopped when the
- * callback returns is left running and is freed by the driver. */
+/* One sandbox found by sand_sbx_adopt_all(), in state RUNNING. The callee either keeps it by
+ * installing a non-NULL exit callback with sand_sbx_set_exit_cb() (it then owns sbx as if it had
+ * started it), or removes it (orphans of deleted or outdated apps) with sand_sbx_stop() followed
+ * by sand_sbx_free() (immediately or in the stop callback). A sandbox neither kept nor stopped
+ * when the callback returns is left running and its object is freed by the driver. */
 typedef void (*sand_sbx_adopt_cb)(sand_sbx_t *sbx, void *ud);
 
 /* Generic completion: status 0 or < 0 (sand error code). */
@@ -161,8 +162,9 @@ int sand_sbx_start(sand_sbx_driver_t *drv, const sand_sbx_spec_t *spec, sand_sbx
 int sand_sbx_stop(sand_sbx_t *sbx, sand_sbx_stop_cb cb, void *ud);
 
 /* Releases the caller's handle. A sandbox that still runs is detached, not stopped (a later
- * driver may adopt it). NULL is a no-op. Must not be called from inside this sandbox's own
- * pending stop or stats callback chain before that callback has run. */
+ * driver may adopt it). A stop in progress continues but its callback is not called; pending
+ * stats callbacks still run, and the memory goes after them. No exit_cb runs after this. NULL is
+ * a no-op. */
 void sand_sbx_free(sand_sbx_t *sbx);
 
 /* Replaces the exit callback (used to keep an adopted sandbox). */
