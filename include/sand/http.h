@@ -77,11 +77,12 @@ int sand_http_server_port(const sand_http_server_t *srv);
 /* Number of open client connections (for metrics and tests). */
 size_t sand_http_server_conn_count(const sand_http_server_t *srv);
 
-/* Starts closing: the listener and every connection are closed, each unfinished request gets its
- * on_close callback (synchronously, from inside this call), and close_cb (may be NULL) runs once
- * after the last handle is closed; srv is freed right after close_cb returns. Requests whose
- * owner registered no on_close stay allocated until they are answered (the answer then fails
- * with SAND_ECANCELED and frees them). Calling it twice is a programming error. */
+/* Starts closing: the listener and every connection are closed. Each unfinished request gets its
+ * on_close callback from the loop as its connection finishes closing (never from inside this
+ * call), and close_cb (may be NULL) runs once after the last handle is closed; srv is freed
+ * right after close_cb returns. Requests whose owner registered no on_close stay allocated until
+ * they are answered (the answer then fails with SAND_ECANCELED and frees them). Calling it twice
+ * is a programming error. */
 void sand_http_server_close(sand_http_server_t *srv, sand_http_server_close_cb close_cb, void *ud);
 
 /* ---- request ----------------------------------------------------------------------------- *
@@ -95,8 +96,11 @@ void sand_http_server_close(sand_http_server_t *srv, sand_http_server_close_cb c
  *    After that req must not be touched. Strings returned by the accessors below live as long
  *    as req.
  *  - If the connection dies before the response is complete and an on_close callback is
- *    registered, it runs once and req is freed afterwards; calls answering req from inside that
- *    callback fail with SAND_ECANCELED and do not free it.
+ *    registered, it runs once, from a loop callback after the connection's handle has closed
+ *    (never from inside a call the owner makes), and req is freed when it returns. Calls
+ *    answering req from inside that callback fail with SAND_ECANCELED and do not free it.
+ *    Between the connection's death and on_close, answering req returns SAND_ECANCELED and
+ *    frees it as usual, and on_close then does not run.
  *  - If the connection dies and no on_close callback is registered, req is kept (detached from
  *    the dead connection) until the owner answers it; the answer returns SAND_ECANCELED and
  *    frees req. So an owner that always answers never leaks, and an owner that registers
@@ -147,11 +151,14 @@ void sand_http_req_on_close(sand_http_req_t *req, sand_http_req_close_cb cb, voi
 /* ---- responses --------------------------------------------------------------------------- */
 
 /* Sends a complete response: status line, Content-Type (omitted when content_type is NULL),
- * Content-Length, Connection: close when the connection will close, then extra_headers verbatim
- * (NULL or complete lines each ending in "\r\n", e.g. "X-Sand-Execution-Id: abc\r\n"), then
- * body (borrowed: what cannot be written at once is copied). A HEAD request gets no body.
- * req becomes invalid when this returns. Returns 0, SAND_ECANCELED when the connection is gone,
- * or SAND_EINVAL when req was already answered or is streaming (then req is left as it was). */
+ * Content-Length, Connection: close when the connection will close (keep-alive for an HTTP/1.0
+ * peer that asked for it), then extra_headers verbatim (NULL or complete lines each ending in
+ * "\r\n", e.g. "X-Sand-Execution-Id: abc\r\n"), then body (borrowed: what the socket does not
+ * take at once is copied). A HEAD request gets the headers only; 204 and 304 get neither
+ * Content-Length nor body. req becomes invalid when this returns, except on SAND_EINVAL.
+ * Returns 0, SAND_ECANCELED when the connection is gone, or SAND_EINVAL when req was already
+ * answered or is streaming, status is not 100..999 or the head would exceed 1 MiB (then req is
+ * left as it was). */
 int sand_http_respond(sand_http_req_t *req, int status, const char *content_type, const void *body,
                       size_t len, const char *extra_headers);
 
@@ -166,22 +173,24 @@ int sand_http_respond_take(sand_http_req_t *req, int status, const char *content
 int sand_http_respond_error(sand_http_req_t *req, int status, const char *code,
                             const char *message);
 
-/* Starts a chunked response (Transfer-Encoding: chunked). req stays valid until
- * sand_http_stream_end() returns or its on_close callback returns. Returns 0, SAND_ECANCELED or
- * SAND_EINVAL (already answered). On failure req is left as it was and must still be answered or
- * ended. */
+/* Starts a chunked response (Transfer-Encoding: chunked; an HTTP/1.0 peer gets the raw bytes and
+ * the connection closes at the end). On 0, req stays valid until sand_http_stream_end() returns
+ * or its on_close callback returns. SAND_ECANCELED (connection gone) ends req as an answer would
+ * (it is freed, except inside on_close); SAND_EINVAL (already answered or streaming, bad status)
+ * leaves req as it was. */
 int sand_http_stream_begin(sand_http_req_t *req, int status, const char *content_type,
                            const char *extra_headers);
 
-/* Queues data (borrowed; copied when it cannot be written at once) as one chunk; len 0 is a no-op.
- * Returns 0, SAND_ECANCELED when the peer is gone (on_close follows or has run), SAND_EBUSY when
- * more than max_output bytes are already queued (the data is dropped; the stream is intact), or
- * SAND_EINVAL when no stream was begun. */
+/* Queues data (borrowed; copied when it cannot be written at once) as one chunk; len 0 is a no-op
+ * and so is any write on a HEAD request. Returns 0, SAND_ECANCELED when the peer is gone (req
+ * stays valid: end it, or on_close follows from the loop), SAND_EBUSY when more than max_output
+ * bytes are already queued (the data is dropped; the stream is intact), or SAND_EINVAL when no
+ * stream was begun. */
 int sand_http_stream_write(sand_http_req_t *req, const void *data, size_t len);
 
-/* Writes the last chunk and completes the response; req becomes invalid when this returns.
- * Returns 0, SAND_ECANCELED when the peer is gone, or SAND_EINVAL when no stream was begun
- * (then req is left as it was). */
+/* Writes the last chunk and completes the response; req becomes invalid when this returns
+ * (except on SAND_EINVAL). Returns 0, SAND_ECANCELED when the peer is gone, or SAND_EINVAL when
+ * no stream was begun (then req is left as it was). */
 int sand_http_stream_end(sand_http_req_t *req);
 
 /* Reason phrase of a status code ("Not Found"), "Unknown" for codes it does not know. */
