@@ -1,0 +1,76 @@
+/*
+ * Private declarations of the worker core: the grain instance context, the framed protocol an
+ * instance uses to report its outcome to the worker over a pipe ([u32 len][u8 type][payload],
+ * len counting type + payload, little endian as the host: both ends are the same binary), and
+ * the outcome the worker assembles from those frames.
+ */
+#ifndef SAND_WORKER_INTERNAL_H
+#define SAND_WORKER_INTERNAL_H
+
+#include "sand/worker.h"
+
+#include <hiredis/hiredis.h>
+
+enum {
+    SAND_FRAME_START = 1,  /* i64 epoch us right before the handler */
+    SAND_FRAME_FINISH = 2, /* i64 epoch us right after the handler */
+    SAND_FRAME_OUTPUT = 3, /* output JSON */
+    SAND_FRAME_ERROR = 4,  /* {"type","message","traceback"?} JSON */
+    SAND_FRAME_NEXT = 5,   /* u32 step length, step, event JSON */
+    SAND_FRAME_LOG = 6,    /* one log line (context.log) */
+};
+
+/* The instance's data layer connections, opened lazily on first use (in the instance, never in
+ * the worker parent in fork mode). */
+typedef struct sand_dl {
+    redisContext *conn[2]; /* local, global */
+    const char *url[2];
+    const char *user[2];
+    const char *pass[2];
+} sand_dl_t;
+
+struct sand_context {
+    const char *app, *grain, *step, *workflow, *exec;
+    int attempt;
+    int64_t kill_at_us;          /* epoch us when the instance is killed */
+    const sand_workflow_t *wf;   /* NULL for a direct grain invocation */
+    size_t value_max;
+    int fd;                      /* frame sink: a pipe to the worker, or -1 ... */
+    sand_bytes_t *buf;           /* ... then frames are appended here (reuse mode) */
+    sand_dl_t *dl;
+    char *error_msg;             /* sand_ctx_error() */
+    bool reported;               /* an OUTPUT or ERROR frame was sent */
+};
+
+struct sand_buf {
+    sand_bytes_t b;
+};
+
+/* Sends one frame of the given type (payload in two pieces, b may be NULL). Writes that fail
+ * because the worker is gone end the instance (_exit), since nobody would read the outcome. */
+void sand__frame_send(sand_context *ctx, int type, const void *a, size_t alen, const void *b,
+                      size_t blen);
+
+/* Closes the data layer connections. */
+void sand__dl_release(sand_dl_t *dl);
+
+/* Connects to a Redis endpoint "unix:/path" or "tcp://host:port" (or "host:port") and
+ * authenticates with user/pass when given (either may be NULL or ""). Returns a connected
+ * blocking context that the caller frees with redisFree(), or NULL with err set. */
+redisContext *sand__redis_connect(const char *url, const char *user, const char *pass,
+                                  sand_err *err);
+
+/* What one instance reported, assembled by the worker from its frames. */
+typedef struct sand_outcome {
+    int64_t started_us, finished_us;
+    char *output; /* OUTPUT JSON (NUL-terminated), or NULL */
+    size_t output_len;
+    char *error;  /* ERROR JSON object text, or NULL */
+    sand_vec_t next_steps; /* char * step names of NEXT frames, in call order */
+    sand_vec_t next_events; /* char * event JSON, parallel to next_steps */
+} sand_outcome_t;
+
+void sand__outcome_init(sand_outcome_t *o);
+void sand__outcome_release(sand_outcome_t *o);
+
+#endif

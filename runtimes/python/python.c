@@ -1,0 +1,534 @@
+/*
+ * The Python runtime of the grain worker: embeds Debian's CPython, imports the grain's module
+ * once in the worker (so module-level imports are shared copy-on-write by every forked
+ * instance), freezes the garbage collector's view of those objects before each fork so that
+ * instances do not dirty their pages, and runs handle(event, context) in the instance. The
+ * context is a C extension type (_sand.Context) over the core's sand_context: ids, remaining_ms,
+ * log, put/get/delete on the data layer and next for dynamic routing. Runs on the worker's only
+ * thread, which holds the GIL for the whole life of the process.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "sand/worker.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+extern const sand_worker_runtime_t sand_python_runtime;
+
+typedef struct py_state {
+    PyObject *handler;
+    PyObject *json_loads, *json_dumps;
+    PyObject *format_exception;
+    PyObject *gc_freeze;
+} py_state_t;
+
+/* ---- _sand.Context ------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD sand_context *ctx; /* NULL once the handler returned */
+    PyObject *json_dumps;
+} ContextObject;
+
+static sand_context *ctx_of(ContextObject *self)
+{
+    if (!self->ctx)
+        PyErr_SetString(PyExc_RuntimeError, "context used after its handler returned");
+    return self->ctx;
+}
+
+static int parse_scope(const char *scope)
+{
+    if (!scope || strcmp(scope, "local") == 0)
+        return SAND_SCOPE_LOCAL;
+    if (strcmp(scope, "global") == 0)
+        return SAND_SCOPE_GLOBAL;
+    PyErr_Format(PyExc_ValueError, "scope must be 'local' or 'global', not '%s'", scope);
+    return -1;
+}
+
+static PyObject *dl_error(int rc, const char *key)
+{
+    if (rc == SAND_GRAIN_ETOOBIG)
+        return PyErr_Format(PyExc_ValueError, "value for '%s' is over the size limit", key);
+    if (rc == SAND_GRAIN_ENOMEM)
+        return PyErr_NoMemory();
+    if (rc == SAND_GRAIN_EINVAL)
+        return PyErr_Format(PyExc_ValueError, "invalid key '%s'", key);
+    return PyErr_Format(PyExc_ConnectionError, "data layer unavailable for '%s'", key);
+}
+
+static PyObject *Context_put(ContextObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"key", "value", "scope", NULL};
+    const char *key, *scope = "local";
+    PyObject *value;
+    sand_context *ctx = ctx_of(self);
+    if (!ctx || !PyArg_ParseTupleAndKeywords(args, kw, "sO|s:put", kwlist, &key, &value, &scope))
+        return NULL;
+    int sc = parse_scope(scope);
+    if (sc < 0)
+        return NULL;
+    const char *data;
+    Py_ssize_t len;
+    Py_buffer view = {0};
+    if (PyUnicode_Check(value)) {
+        if (!(data = PyUnicode_AsUTF8AndSize(value, &len)))
+            return NULL;
+    } else if (PyObject_GetBuffer(value, &view, PyBUF_SIMPLE) == 0) {
+        data = view.buf;
+        len = view.len;
+    } else {
+        PyErr_Clear();
+        return PyErr_Format(PyExc_TypeError, "value must be bytes or str, not %s",
+                            Py_TYPE(value)->tp_name);
+    }
+    int rc;
+    if ((size_t)len > sand_worker_ctx_value_max(ctx)) {
+        rc = SAND_GRAIN_ETOOBIG;
+    } else {
+        rc = sand_ctx_put(ctx, key, data, (size_t)len, sc);
+    }
+    if (view.obj)
+        PyBuffer_Release(&view);
+    if (rc < 0)
+        return dl_error(rc, key);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Context_get(ContextObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"key", "scope", NULL};
+    const char *key, *scope = "local";
+    sand_context *ctx = ctx_of(self);
+    if (!ctx || !PyArg_ParseTupleAndKeywords(args, kw, "s|s:get", kwlist, &key, &scope))
+        return NULL;
+    int sc = parse_scope(scope);
+    if (sc < 0)
+        return NULL;
+    void *val;
+    size_t len;
+    int rc = sand_ctx_get(ctx, key, &val, &len, sc);
+    if (rc == SAND_GRAIN_ENOTFOUND)
+        Py_RETURN_NONE;
+    if (rc < 0)
+        return dl_error(rc, key);
+    PyObject *b = PyBytes_FromStringAndSize(val, (Py_ssize_t)len);
+    free(val);
+    return b;
+}
+
+static PyObject *Context_delete(ContextObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"key", "scope", NULL};
+    const char *key, *scope = "local";
+    sand_context *ctx = ctx_of(self);
+    if (!ctx || !PyArg_ParseTupleAndKeywords(args, kw, "s|s:delete", kwlist, &key, &scope))
+        return NULL;
+    int sc = parse_scope(scope);
+    if (sc < 0)
+        return NULL;
+    int rc = sand_ctx_delete(ctx, key, sc);
+    if (rc < 0)
+        return dl_error(rc, key);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Context_log(ContextObject *self, PyObject *args)
+{
+    sand_context *ctx = ctx_of(self);
+    if (!ctx)
+        return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(args);
+    if (n < 1)
+        return PyErr_Format(PyExc_TypeError, "log() needs a format string");
+    PyObject *fmt = PyTuple_GET_ITEM(args, 0);
+    PyObject *text;
+    if (n == 1) {
+        text = PyObject_Str(fmt);
+    } else {
+        PyObject *rest = PyTuple_GetSlice(args, 1, n);
+        if (!rest)
+            return NULL;
+        text = PyUnicode_Check(fmt) ? PyUnicode_Format(fmt, rest) : NULL;
+        if (!text && !PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "log() format must be a str");
+        Py_DECREF(rest);
+    }
+    if (!text)
+        return NULL;
+    Py_ssize_t len;
+    const char *s = PyUnicode_AsUTF8AndSize(text, &len);
+    if (!s) {
+        Py_DECREF(text);
+        return NULL;
+    }
+    sand_worker_ctx_log_line(ctx, "log", s, (size_t)len);
+    Py_DECREF(text);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Context_next(ContextObject *self, PyObject *args)
+{
+    const char *step;
+    PyObject *event;
+    sand_context *ctx = ctx_of(self);
+    if (!ctx || !PyArg_ParseTuple(args, "sO:next", &step, &event))
+        return NULL;
+    PyObject *text = PyObject_CallOneArg(self->json_dumps, event);
+    if (!text)
+        return NULL;
+    Py_ssize_t len;
+    const char *s = PyUnicode_AsUTF8AndSize(text, &len);
+    int rc = s ? sand_ctx_next(ctx, step, s, (size_t)len) : -1;
+    Py_DECREF(text);
+    if (!s)
+        return NULL;
+    if (rc < 0) {
+        const char *wf = sand_ctx_workflow(ctx);
+        if (!wf[0])
+            return PyErr_Format(PyExc_ValueError,
+                                "next('%s'): a direct grain invocation has no workflow", step);
+        return PyErr_Format(PyExc_ValueError, "next('%s'): no such step in workflow '%s'", step,
+                            wf);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Context_remaining_ms(ContextObject *self, PyObject *unused)
+{
+    sand_context *ctx = ctx_of(self);
+    return ctx ? PyLong_FromLongLong(sand_ctx_remaining_ms(ctx)) : NULL;
+}
+
+static PyObject *str_attr(ContextObject *self, const char *(*get)(const sand_context *))
+{
+    sand_context *ctx = ctx_of(self);
+    return ctx ? PyUnicode_FromString(get(ctx)) : NULL;
+}
+
+static PyObject *Context_app(ContextObject *self, void *c)
+{
+    return str_attr(self, sand_ctx_app);
+}
+static PyObject *Context_grain(ContextObject *self, void *c)
+{
+    return str_attr(self, sand_ctx_grain);
+}
+static PyObject *Context_step(ContextObject *self, void *c)
+{
+    return str_attr(self, sand_ctx_step);
+}
+static PyObject *Context_workflow(ContextObject *self, void *c)
+{
+    return str_attr(self, sand_ctx_workflow);
+}
+static PyObject *Context_execution_id(ContextObject *self, void *c)
+{
+    return str_attr(self, sand_ctx_execution_id);
+}
+static PyObject *Context_attempt(ContextObject *self, void *c)
+{
+    sand_context *ctx = ctx_of(self);
+    return ctx ? PyLong_FromLong(sand_ctx_attempt(ctx)) : NULL;
+}
+
+static void Context_dealloc(ContextObject *self)
+{
+    Py_XDECREF(self->json_dumps);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Context_methods[] = {
+    {"put", (PyCFunction)(void (*)(void))Context_put, METH_VARARGS | METH_KEYWORDS,
+     "put(key, value, scope='local'): store bytes or str (UTF-8) in the data layer"},
+    {"get", (PyCFunction)(void (*)(void))Context_get, METH_VARARGS | METH_KEYWORDS,
+     "get(key, scope='local') -> bytes or None"},
+    {"delete", (PyCFunction)(void (*)(void))Context_delete, METH_VARARGS | METH_KEYWORDS,
+     "delete(key, scope='local')"},
+    {"log", (PyCFunction)Context_log, METH_VARARGS, "log(fmt, *args): one line to the app's log"},
+    {"next", (PyCFunction)Context_next, METH_VARARGS,
+     "next(step, event): send event to step (replaces the static next)"},
+    {"remaining_ms", (PyCFunction)Context_remaining_ms, METH_NOARGS,
+     "milliseconds left before the instance is killed"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Context_getset[] = {
+    {"app", (getter)Context_app, NULL, "application name", NULL},
+    {"grain", (getter)Context_grain, NULL, "grain name", NULL},
+    {"step", (getter)Context_step, NULL, "step name", NULL},
+    {"workflow", (getter)Context_workflow, NULL, "workflow name ('' when invoked directly)", NULL},
+    {"execution_id", (getter)Context_execution_id, NULL, "execution id", NULL},
+    {"attempt", (getter)Context_attempt, NULL, "1 on the first run, 2 on the first retry", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject ContextType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "_sand.Context",
+    .tp_basicsize = sizeof(ContextObject),
+    .tp_dealloc = (destructor)Context_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "the context of one grain instance",
+    .tp_methods = Context_methods,
+    .tp_getset = Context_getset,
+};
+
+static struct PyModuleDef sand_module = {
+    PyModuleDef_HEAD_INIT, "_sand", "sand grain runtime internals", -1, NULL,
+    NULL,                  NULL,    NULL,                           NULL,
+};
+
+static PyObject *init_sand_module(void)
+{
+    if (PyType_Ready(&ContextType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&sand_module);
+    if (!m)
+        return NULL;
+    Py_INCREF(&ContextType);
+    if (PyModule_AddObject(m, "Context", (PyObject *)&ContextType) < 0) {
+        Py_DECREF(&ContextType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* ---- errors -------------------------------------------------------------------------- */
+
+/* Reports the pending exception as the instance's failure (or, with err != NULL, fills the
+ * load error). */
+static void report_exception(py_state_t *st, sand_context *ctx, sand_err *err, char **detail)
+{
+    PyObject *etype, *exc, *etb;
+    PyErr_Fetch(&etype, &exc, &etb);
+    if (!etype)
+        return;
+    PyErr_NormalizeException(&etype, &exc, &etb);
+    if (exc && etb)
+        PyException_SetTraceback(exc, etb);
+    Py_XDECREF(etb);
+    Py_XDECREF(etype);
+    if (!exc)
+        return;
+    const char *type = Py_TYPE(exc)->tp_name;
+    const char *dot = strrchr(type, '.');
+    if (dot)
+        type = dot + 1;
+    PyObject *msg = PyObject_Str(exc);
+    const char *m = msg ? PyUnicode_AsUTF8(msg) : NULL;
+    if (!m) {
+        PyErr_Clear();
+        m = "";
+    }
+    char *tb = NULL;
+    if (st && st->format_exception) {
+        PyObject *lines = PyObject_CallOneArg(st->format_exception, exc);
+        PyObject *empty = PyUnicode_FromString("");
+        PyObject *joined = lines && empty ? PyUnicode_Join(empty, lines) : NULL;
+        const char *t = joined ? PyUnicode_AsUTF8(joined) : NULL;
+        if (t)
+            tb = strdup(t);
+        PyErr_Clear();
+        Py_XDECREF(joined);
+        Py_XDECREF(empty);
+        Py_XDECREF(lines);
+    }
+    if (ctx) {
+        sand_worker_ctx_fail(ctx, type, m, tb);
+        free(tb);
+    } else {
+        sand_err_set(err, SAND_EINVAL, "%s: %s", type, m);
+        *detail = tb;
+    }
+    Py_XDECREF(msg);
+    Py_DECREF(exc);
+}
+
+/* ---- the runtime --------------------------------------------------------------------- */
+
+static PyObject *import_attr(const char *module, const char *name)
+{
+    PyObject *m = PyImport_ImportModule(module);
+    if (!m)
+        return NULL;
+    PyObject *a = PyObject_GetAttrString(m, name);
+    Py_DECREF(m);
+    return a;
+}
+
+static int py_init(sand_err *err)
+{
+    PyConfig config;
+    PyConfig_InitPythonConfig(&config);
+    config.install_signal_handlers = 0; /* the worker owns SIGCHLD/SIGTERM */
+    config.buffered_stdio = 0;          /* prints reach the log before os._exit() */
+    config.parse_argv = 0;
+    config.user_site_directory = 0;
+    PyStatus s = PyConfig_SetBytesString(&config, &config.program_name, "sand-worker-python");
+    if (!PyStatus_Exception(s))
+        s = Py_InitializeFromConfig(&config);
+    PyConfig_Clear(&config);
+    if (PyStatus_Exception(s))
+        return sand_err_set(err, SAND_EIO, "python init: %s", s.err_msg ? s.err_msg : "failed");
+    return 0;
+}
+
+static int py_load(const sand_worker_info_t *info, void **state, char **detail, sand_err *err)
+{
+    *state = NULL;
+    *detail = NULL;
+    if (PyImport_AppendInittab("_sand", init_sand_module) < 0)
+        return sand_err_set(err, SAND_EIO, "python: cannot register _sand");
+    if (py_init(err) < 0)
+        return err->code;
+    py_state_t *st = calloc(1, sizeof(*st));
+    if (!st)
+        return sand_err_set(err, SAND_ENOMEM, "out of memory");
+    *state = st;
+    st->json_loads = import_attr("json", "loads");
+    st->json_dumps = import_attr("json", "dumps");
+    st->format_exception = import_attr("traceback", "format_exception");
+    st->gc_freeze = import_attr("gc", "freeze");
+    if (!st->json_loads || !st->json_dumps || !st->format_exception || !st->gc_freeze ||
+        !PyImport_ImportModule("_sand")) {
+        report_exception(NULL, NULL, err, detail);
+        return SAND_EIO;
+    }
+
+    /* code: a .py file (its directory on sys.path) or a directory holding main.py */
+    struct stat sb;
+    char dir[4096], mod[256];
+    if (stat(info->code_path, &sb) < 0)
+        return sand_err_set(err, SAND_ENOTFOUND, "code '%s' not found", info->code_path);
+    if (S_ISDIR(sb.st_mode)) {
+        sand_strlcpy(dir, info->code_path, sizeof(dir));
+        sand_strlcpy(mod, "main", sizeof(mod));
+    } else {
+        const char *slash = strrchr(info->code_path, '/');
+        const char *base = slash ? slash + 1 : info->code_path;
+        size_t dl = slash ? (size_t)(slash - info->code_path) : 0;
+        if (dl >= sizeof(dir))
+            return sand_err_set(err, SAND_ETOOBIG, "code path too long");
+        memcpy(dir, info->code_path, dl);
+        dir[dl] = 0;
+        if (!dl)
+            sand_strlcpy(dir, ".", sizeof(dir));
+        sand_strlcpy(mod, base, sizeof(mod));
+        char *ext = strrchr(mod, '.');
+        if (ext && strcmp(ext, ".py") == 0)
+            *ext = 0;
+    }
+    PyObject *path = PySys_GetObject("path"); /* borrowed */
+    PyObject *d = PyUnicode_DecodeFSDefault(dir);
+    if (!path || !d || PyList_Insert(path, 0, d) < 0) {
+        Py_XDECREF(d);
+        report_exception(st, NULL, err, detail);
+        return SAND_EIO;
+    }
+    Py_DECREF(d);
+    PyObject *m = PyImport_ImportModule(mod);
+    if (!m) {
+        report_exception(st, NULL, err, detail);
+        return SAND_EINVAL;
+    }
+    const char *hname = info->grain->handler && *info->grain->handler ? info->grain->handler
+                                                                      : "handle";
+    st->handler = PyObject_GetAttrString(m, hname);
+    Py_DECREF(m);
+    if (!st->handler || !PyCallable_Check(st->handler)) {
+        PyErr_Clear();
+        return sand_err_set(err, SAND_ENOTFOUND, "AttributeError: module '%s' has no function '%s'",
+                            mod, hname);
+    }
+    /* Everything loaded so far is shared by the instances: collect once, then freeze. */
+    PyObject *r = PyObject_CallNoArgs(st->gc_freeze);
+    Py_XDECREF(r);
+    PyGC_Collect();
+    r = PyObject_CallNoArgs(st->gc_freeze);
+    Py_XDECREF(r);
+    PyErr_Clear();
+    return 0;
+}
+
+static void py_before_fork(void *state)
+{
+    py_state_t *st = state;
+    /* Objects created since the last fork join the permanent generation, so no instance's
+     * collector walks (and writes to) the pages it shares with the worker. */
+    if (st && st->gc_freeze) {
+        PyObject *r = PyObject_CallNoArgs(st->gc_freeze);
+        Py_XDECREF(r);
+        PyErr_Clear();
+    }
+    PyOS_BeforeFork();
+}
+
+static void py_after_fork(void *state, bool child)
+{
+    if (child)
+        PyOS_AfterFork_Child();
+    else
+        PyOS_AfterFork_Parent();
+}
+
+static void flush_stdio(void)
+{
+    PyObject *out = PySys_GetObject("stdout"), *err = PySys_GetObject("stderr");
+    PyObject *r;
+    if (out && (r = PyObject_CallMethod(out, "flush", NULL)))
+        Py_DECREF(r);
+    if (err && (r = PyObject_CallMethod(err, "flush", NULL)))
+        Py_DECREF(r);
+    PyErr_Clear();
+}
+
+static void py_invoke(void *state, sand_context *ctx, const sand_event *ev)
+{
+    py_state_t *st = state;
+    PyObject *raw = PyBytes_FromStringAndSize(ev->data, (Py_ssize_t)ev->len);
+    PyObject *event = raw ? PyObject_CallOneArg(st->json_loads, raw) : NULL;
+    Py_XDECREF(raw);
+    if (!event) {
+        sand_worker_ctx_started(ctx);
+        sand_worker_ctx_finished(ctx);
+        report_exception(st, ctx, NULL, NULL);
+        return;
+    }
+    ContextObject *co = PyObject_New(ContextObject, &ContextType);
+    if (!co) {
+        Py_DECREF(event);
+        report_exception(st, ctx, NULL, NULL);
+        return;
+    }
+    co->ctx = ctx;
+    co->json_dumps = Py_NewRef(st->json_dumps);
+    sand_worker_ctx_started(ctx);
+    PyObject *result = PyObject_CallFunctionObjArgs(st->handler, event, (PyObject *)co, NULL);
+    sand_worker_ctx_finished(ctx);
+    co->ctx = NULL;
+    Py_DECREF(event);
+    PyObject *text = result ? PyObject_CallOneArg(st->json_dumps, result) : NULL;
+    Py_XDECREF(result);
+    Py_ssize_t len;
+    const char *s = text ? PyUnicode_AsUTF8AndSize(text, &len) : NULL;
+    if (s)
+        sand_worker_ctx_output(ctx, s, (size_t)len);
+    else
+        report_exception(st, ctx, NULL, NULL);
+    Py_XDECREF(text);
+    Py_DECREF(co);
+    flush_stdio();
+}
+
+const sand_worker_runtime_t sand_python_runtime = {
+    .name = "python",
+    .load_error_type = "ImportError",
+    .load = py_load,
+    .before_fork = py_before_fork,
+    .after_fork = py_after_fork,
+    .invoke = py_invoke,
+};
