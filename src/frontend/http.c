@@ -372,6 +372,8 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
     c->last_active = now_ms(c);
     uv_timer_start(&c->timer, on_timer, srv->opts.idle_ms, 0);
     conn_update_reading(c);
