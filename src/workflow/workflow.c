@@ -156,7 +156,7 @@ static const char *want_str(struct loader *L, const sand__ynode *v, const char *
         return NULL;
     }
     if (strlen(r->text) != r->len) {
-        diag(L, v, "%s contains a NUL character", what);
+        diag(L, v, "value contains a NUL character");
         return NULL;
     }
     return r->text;
