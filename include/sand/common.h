@@ -201,6 +201,10 @@ int sand_parse_int(const char *s, int64_t min, int64_t max, int64_t *out, sand_e
 
 /* ---- strings ----------------------------------------------------------------------------- */
 
+/* snprintf that reports truncation: returns the length, or SAND_ETOOBIG when buf was too small
+ * (buf then holds a truncated, NUL-terminated prefix). For paths and keys built from input. */
+int sand_fmt(char *buf, size_t size, const char *fmt, ...) SAND_PRINTF(3, 4);
+
 /* Copies at most size-1 bytes and NUL-terminates; returns strlen(src) (truncated if >= size). */
 size_t sand_strlcpy(char *dst, const char *src, size_t size);
 /* strdup/strndup that abort on allocation failure is NOT offered: these return NULL. */

@@ -115,6 +115,17 @@ int sand_parse_int(const char *s, int64_t min, int64_t max, int64_t *out, sand_e
     return 0;
 }
 
+int sand_fmt(char *buf, size_t size, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, size, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return SAND_EINVAL;
+    return (size_t)n >= size ? SAND_ETOOBIG : n;
+}
+
 size_t sand_strlcpy(char *dst, const char *src, size_t size)
 {
     size_t n = strlen(src);

@@ -1,0 +1,400 @@
+/*
+ * Start-up and shutdown of the host agent: data directory and API key, the embedded local bus
+ * (redis-server) and global bus (sand-kafka) or external ones, the bus clients, the execution
+ * engine, the sandbox driver, the deployed apps, the LQHA reader and the HTTP frontend, wired on
+ * one libuv loop. Start-up may block (it runs before anything is served); after it, nothing does.
+ */
+#include "sandd_internal.h"
+
+#include "sand/protocol.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define COMP "sandd"
+
+static int mkdir_p(const char *path, mode_t mode, sand_err *err)
+{
+    char tmp[PATH_MAX];
+    if (sand_strlcpy(tmp, path, sizeof(tmp)) >= sizeof(tmp))
+        return sand_err_set(err, SAND_EINVAL, "path '%s' is too long", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+            return sand_err_errno(err, SAND_EIO, "mkdir '%s'", tmp);
+        *p = '/';
+    }
+    if (mkdir(tmp, mode) < 0 && errno != EEXIST)
+        return sand_err_errno(err, SAND_EIO, "mkdir '%s'", tmp);
+    return 0;
+}
+
+/* Reads the API key, creating it (32 random bytes, hex, mode 0600) on first start. */
+static int load_api_key(sand_daemon *d, sand_err *err)
+{
+    char path[PATH_MAX];
+    if (d->cfg.api_key_file[0])
+        sand_strlcpy(path, d->cfg.api_key_file, sizeof(path));
+    else
+        sand_fmt(path, sizeof(path), "%s/api.key", d->data_dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) {
+        char key[65];
+        if (sand_random_hex(key, 32) < 0)
+            return sand_err_set(err, SAND_EIO, "cannot generate an API key");
+        int wfd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (wfd < 0)
+            return sand_err_errno(err, SAND_EIO, "create '%s'", path);
+        key[64] = '\n';
+        ssize_t w = write(wfd, key, 65);
+        close(wfd);
+        if (w != 65)
+            return sand_err_errno(err, SAND_EIO, "write '%s'", path);
+        SAND_INFO(COMP, "created API key file %s", path);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+    }
+    if (fd < 0)
+        return sand_err_errno(err, SAND_EIO, "open '%s'", path);
+    ssize_t n = read(fd, d->key, sizeof(d->key) - 1);
+    close(fd);
+    if (n <= 0)
+        return sand_err_set(err, SAND_EINVAL, "API key file '%s' is empty", path);
+    d->key[n] = '\0';
+    while (n > 0 && (d->key[n - 1] == '\n' || d->key[n - 1] == '\r' || d->key[n - 1] == ' '))
+        d->key[--n] = '\0';
+    if (n < 16)
+        return sand_err_set(err, SAND_EINVAL, "API key in '%s' is shorter than 16 characters",
+                            path);
+    return 0;
+}
+
+/* The directory of the running executable: sand-supervisor, sand-worker-* and sand-kafka live
+ * next to sandd. */
+static int find_bin_dir(sand_daemon *d, sand_err *err)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n < 0)
+        return sand_err_errno(err, SAND_EIO, "readlink /proc/self/exe");
+    exe[n] = '\0';
+    sand_strlcpy(d->bin_dir, dirname(exe), sizeof(d->bin_dir));
+    const char *env = getenv("SAND_LIB_DIR");
+    if (env && *env) {
+        sand_strlcpy(d->lib_dir, env, sizeof(d->lib_dir));
+    } else {
+        /* build tree: build/bin -> build/lib; install: PREFIX/bin -> PREFIX/lib/sand */
+        char cand[PATH_MAX + 16];
+        snprintf(cand, sizeof(cand), "%s/../lib/sand", d->bin_dir);
+        if (access(cand, F_OK) != 0)
+            snprintf(cand, sizeof(cand), "%s/../lib", d->bin_dir);
+        if (!realpath(cand, d->lib_dir))
+            sand_strlcpy(d->lib_dir, d->bin_dir, sizeof(d->lib_dir));
+    }
+    return 0;
+}
+
+static void on_lbus_state(sand_lbus_t *lbus, bool up, void *ud)
+{
+    sand_daemon *d = ud;
+    if (!up) {
+        if (d->serving)
+            SAND_WARN(COMP, "local bus connection lost; reconnecting");
+        return;
+    }
+    if (d->serving) {
+        SAND_INFO(COMP, "local bus reconnected; restoring app users and queues");
+        apps_restore(d, NULL);
+    }
+}
+
+static void on_record(sand_gbus_t *gbus, const sand_gbus_record_t *rec, void *ud)
+{
+    sand_daemon *d = ud;
+    sand_engine_on_record(d->engine, rec);
+}
+
+static void on_agent_entry(sand_lbus_reader_t *r, const sand_lbus_entry_t *e, void *ud)
+{
+    sand_daemon *d = ud;
+    sand_engine_on_agent_entry(d->engine, e);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    sand_daemon *d = s->data;
+    SAND_INFO(COMP, "signal %d: draining and stopping", signum);
+    sandd_stop(d);
+}
+
+static int open_buses(sand_daemon *d, sand_err *err)
+{
+    const char *redis = d->cfg.local_bus_redis;
+    if (strcmp(redis, "embedded") == 0) {
+        sand_redisd_t r;
+        if (sand_redisd_ensure(d->run_dir, &r, err) < 0)
+            return sand_err_wrap(err, 0, "embedded redis");
+        sand_strlcpy(d->redis_endpoint, r.endpoint, sizeof(d->redis_endpoint));
+        sand_strlcpy(d->redis_sock, r.sock, sizeof(d->redis_sock));
+        sand_strlcpy(d->redis_pass, r.pass, sizeof(d->redis_pass));
+        sand_strlcpy(d->redis_run_id, r.run_id, sizeof(d->redis_run_id));
+        SAND_INFO(COMP, "local bus: %s redis-server pid %d at %s",
+                  r.started ? "started" : "reattached to", (int)r.pid, r.sock);
+    } else {
+        sand_strlcpy(d->redis_endpoint, redis, sizeof(d->redis_endpoint));
+        if (strncmp(redis, "unix:", 5) == 0)
+            sand_strlcpy(d->redis_sock, redis + 5, sizeof(d->redis_sock));
+        const char *pass = getenv("SAND_REDIS_PASSWORD");
+        sand_strlcpy(d->redis_pass, pass ? pass : "", sizeof(d->redis_pass));
+    }
+    if (strcmp(d->cfg.global_bus_kafka, "embedded") == 0) {
+        if (sand_kafkad_ensure(d->run_dir, d->bin_dir, d->kafka_brokers, sizeof(d->kafka_brokers),
+                               err) < 0)
+            return sand_err_wrap(err, 0, "embedded kafka");
+        SAND_INFO(COMP, "global bus: embedded Kafka at %s", d->kafka_brokers);
+    } else {
+        sand_strlcpy(d->kafka_brokers, d->cfg.global_bus_kafka, sizeof(d->kafka_brokers));
+    }
+
+    sand_lbus_opts lo = {.endpoint = d->redis_endpoint,
+                         .password = d->redis_pass[0] ? d->redis_pass : NULL,
+                         .name = "sandd",
+                         .state_cb = on_lbus_state,
+                         .state_ud = d};
+    if (sand_lbus_open(d->loop, &lo, &d->lbus, err) < 0)
+        return sand_err_wrap(err, 0, "local bus");
+    /* start-up may wait for the first connection: nothing is served yet */
+    int64_t deadline = sand_mono_us() + 10 * 1000000;
+    while (!sand_lbus_connected(d->lbus) && sand_mono_us() < deadline)
+        uv_run(d->loop, UV_RUN_ONCE);
+    if (!sand_lbus_connected(d->lbus))
+        return sand_err_set(err, SAND_EBUS, "local bus '%s' does not answer", d->redis_endpoint);
+
+    sand_gbus_opts go = {.brokers = d->kafka_brokers,
+                         .client_id = "sandd",
+                         .default_partitions = (int)d->cfg.global_bus_partitions,
+                         .from_latest = true,
+                         .record_cb = on_record,
+                         .ud = d};
+    if (sand_gbus_open(d->loop, &go, &d->gbus, err) < 0)
+        return sand_err_wrap(err, 0, "global bus");
+    return 0;
+}
+
+static void recovered(int status, void *ud)
+{
+    sand_daemon *d = ud;
+    if (status < 0)
+        SAND_WARN(COMP, "could not reload running executions from the local bus");
+    sand_err err;
+    sand_lbus_reader_opts ro = {.endpoint = d->redis_endpoint,
+                                .password = d->redis_pass[0] ? d->redis_pass : NULL,
+                                .block_ms = 200,
+                                .entry_cb = on_agent_entry,
+                                .ud = d};
+    if (sand_lbus_reader_open(d->loop, &ro, &d->reader, &err) < 0) {
+        SAND_ERROR(COMP, "agent queue reader: %s", err.msg);
+        d->exit_code = 1;
+        sandd_stop(d);
+        return;
+    }
+    size_t it = 0;
+    void *v;
+    while (sand_map_next(&d->apps, &it, NULL, &v)) {
+        app_entry_t *a = v;
+        char key[128];
+        snprintf(key, sizeof(key), SAND_KEY_AGENT_FMT, a->name);
+        sand_lbus_reader_add(d->reader, key, NULL);
+    }
+}
+
+int sandd_start(sand_daemon *d, sand_err *err)
+{
+    d->started_us = sand_now_us();
+    sand_map_init(&d->apps);
+    sand_map_init(&d->series);
+    sand_list_init(&d->followers);
+    if (!realpath(d->cfg.data_dir, d->data_dir)) {
+        if (mkdir_p(d->cfg.data_dir, 0700, err) < 0)
+            return SAND_EIO;
+        if (!realpath(d->cfg.data_dir, d->data_dir))
+            return sand_err_errno(err, SAND_EIO, "data dir '%s'", d->cfg.data_dir);
+    }
+    if (sand_fmt(d->run_dir, sizeof(d->run_dir), "%s/run", d->data_dir) < 0 ||
+        sand_fmt(d->apps_dir, sizeof(d->apps_dir), "%s/apps", d->data_dir) < 0)
+        return sand_err_set(err, SAND_EINVAL, "data dir '%s' is too long", d->data_dir);
+    if (mkdir_p(d->run_dir, 0700, err) < 0 || mkdir_p(d->apps_dir, 0711, err) < 0)
+        return SAND_EIO;
+    if (find_bin_dir(d, err) < 0 || load_api_key(d, err) < 0)
+        return SAND_EINVAL;
+    if (open_buses(d, err) < 0)
+        return SAND_EBUS;
+
+    sand_engine_opts_t eo = {.loop = d->loop,
+                             .lbus = d->lbus,
+                             .gbus = d->gbus,
+                             .global_mode = strcmp(d->cfg.bus_mode, "global") == 0,
+                             .default_timeout_ms = d->cfg.exec_timeout_ms,
+                             .retention_ms = d->cfg.exec_retention_ms,
+                             .app_lookup = apps_lookup_model,
+                             .app_ud = d,
+                             .observer = {metrics_step_done, metrics_exec_done, d}};
+    if (sand_engine_new(&eo, &d->engine, err) < 0)
+        return SAND_ENOMEM;
+
+    char redis_sock[PATH_MAX];
+    sand_strlcpy(redis_sock, d->redis_sock, sizeof(redis_sock));
+    sand_sbx_opts_t so = {.kind = d->cfg.sandbox_driver,
+                          .data_dir = d->data_dir,
+                          .bin_dir = d->bin_dir,
+                          .lib_dir = d->lib_dir,
+                          .image = d->cfg.sandbox_image,
+                          .granularity = d->cfg.sandbox_granularity,
+                          .memory = d->cfg.sandbox_memory,
+                          .pids = d->cfg.sandbox_pids,
+                          .redis_socket = redis_sock[0] ? redis_sock : NULL};
+    if (sand_sbx_driver_open(d->loop, &so, &d->sbx, err) < 0)
+        return sand_err_wrap(err, 0, "sandbox driver");
+    SAND_INFO(COMP, "sandbox driver: %s", sand_sbx_kind_name(sand_sbx_driver_kind(d->sbx)));
+
+    if (apps_restore(d, err) < 0)
+        return SAND_EIO;
+    if (sand_engine_recover(d->engine, recovered, d, err) < 0)
+        return SAND_EBUS;
+
+    sand_http_opts_t ho = {.handler = api_handle,
+                           .body_limit = api_body_limit,
+                           .ud = d,
+                           .max_body = (size_t)d->cfg.limits_invoke_body};
+    if (sand_http_server_open(d->loop, d->cfg.listen, &ho, &d->http, err) < 0)
+        return sand_err_wrap(err, 0, "listen on '%s'", d->cfg.listen);
+
+    uv_signal_init(d->loop, &d->sigterm);
+    uv_signal_init(d->loop, &d->sigint);
+    d->sigterm.data = d->sigint.data = d;
+    uv_signal_start(&d->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&d->sigint, on_signal, SIGINT);
+    uv_timer_init(d->loop, &d->follow_timer);
+    d->follow_timer.data = d;
+    uv_timer_start(&d->follow_timer, api_follow_tick, 200, 200);
+    d->serving = true;
+    SAND_INFO(COMP, "sandd %s serving on %s (data %s, bus %s, %s instances)", SAND_VERSION,
+              d->cfg.listen, d->data_dir, d->cfg.bus_mode, d->cfg.worker_instance);
+    return 0;
+}
+
+static void close_handle(uv_handle_t *h)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+/* Stops serving and releases every handle; the loop then ends. Sandboxes, Redis and Kafka keep
+ * running (they outlive sandd by design); `sandd --shutdown-all` stops them. */
+void sandd_stop(sand_daemon *d)
+{
+    if (d->stopping)
+        return;
+    d->stopping = true;
+    d->serving = false;
+    if (d->http) {
+        sand_http_server_close(d->http, NULL, NULL);
+        d->http = NULL;
+    }
+    api_close_followers(d);
+    if (d->engine) {
+        sand_engine_close(d->engine);
+        d->engine = NULL;
+    }
+    if (d->reader) {
+        sand_lbus_reader_close(d->reader, NULL, NULL);
+        d->reader = NULL;
+    }
+    apps_close_all(d);
+    if (d->sbx) {
+        sand_sbx_driver_close(d->sbx, NULL, NULL);
+        d->sbx = NULL;
+    }
+    if (d->gbus) {
+        sand_gbus_close(d->gbus, 3000, NULL, NULL);
+        d->gbus = NULL;
+    }
+    if (d->lbus) {
+        sand_lbus_close(d->lbus, NULL, NULL);
+        d->lbus = NULL;
+    }
+    close_handle((uv_handle_t *)&d->sigterm);
+    close_handle((uv_handle_t *)&d->sigint);
+    close_handle((uv_handle_t *)&d->follow_timer);
+}
+
+/* Reads a pid from a file; 0 when absent or malformed. */
+static pid_t read_pid(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    long pid = 0;
+    if (fscanf(f, "%ld", &pid) != 1)
+        pid = 0;
+    fclose(f);
+    return (pid_t)pid;
+}
+
+static void kill_and_wait(pid_t pid, bool group)
+{
+    if (pid <= 1)
+        return;
+    kill(group ? -pid : pid, SIGTERM);
+    for (int i = 0; i < 100 && kill(pid, 0) == 0; i++)
+        usleep(50000);
+    if (kill(pid, 0) == 0)
+        kill(group ? -pid : pid, SIGKILL);
+}
+
+int sandd_shutdown_all(const char *data_dir, sand_err *err)
+{
+    char path[PATH_MAX + 300];
+    char apps[PATH_MAX + 8];
+    snprintf(apps, sizeof(apps), "%s/apps", data_dir);
+    DIR *dir = opendir(apps);
+    if (dir) {
+        struct dirent *de;
+        while ((de = readdir(dir)) != NULL) {
+            if (de->d_name[0] == '.')
+                continue;
+            char appdir[PATH_MAX + 300];
+            if (sand_fmt(appdir, sizeof(appdir), "%s/%s", apps, de->d_name) < 0)
+                continue;
+            DIR *ad = opendir(appdir);
+            if (!ad)
+                continue;
+            struct dirent *pe;
+            while ((pe = readdir(ad)) != NULL) {
+                if (strncmp(pe->d_name, "sandbox", 7) != 0 || !strstr(pe->d_name, ".pid"))
+                    continue;
+                if (sand_fmt(path, sizeof(path), "%s/%s", appdir, pe->d_name) < 0)
+                    continue;
+                kill_and_wait(read_pid(path), true);
+                unlink(path);
+            }
+            closedir(ad);
+        }
+        closedir(dir);
+    }
+    /* docker sandboxes: the driver removes labelled containers of this data dir on adopt */
+    char run[PATH_MAX + 8];
+    snprintf(run, sizeof(run), "%s/run", data_dir);
+    sand_kafkad_stop(run, err);
+    sand_redisd_stop(run, err);
+    return 0;
+}
