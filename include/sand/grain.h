@@ -34,11 +34,11 @@ enum {
 /* Error codes returned by the functions below (negative; 0 is success). */
 enum {
     SAND_GRAIN_OK = 0,
-    SAND_GRAIN_EINVAL = -1,   /* bad argument: unknown step, invalid JSON, bad scope */
-    SAND_GRAIN_ENOMEM = -2,   /* allocation failed */
-    SAND_GRAIN_ETOOBIG = -3,  /* value over SAND_VALUE_MAX (default 64 MiB) or output over limit */
+    SAND_GRAIN_EINVAL = -1,    /* bad argument: unknown step, invalid JSON, bad scope */
+    SAND_GRAIN_ENOMEM = -2,    /* allocation failed */
+    SAND_GRAIN_ETOOBIG = -3,   /* value over SAND_VALUE_MAX (default 64 MiB) or output over limit */
     SAND_GRAIN_ENOTFOUND = -4, /* sand_ctx_get: no such key */
-    SAND_GRAIN_EIO = -5,      /* the data layer could not be reached */
+    SAND_GRAIN_EIO = -5,       /* the data layer could not be reached */
 };
 
 /* Appends n bytes to the output. Returns 0, SAND_GRAIN_ENOMEM or SAND_GRAIN_ETOOBIG. The output

@@ -18,9 +18,9 @@
 #include "sand/grain.h"
 #include "sand/workflow.h"
 
-#define SAND_WORKER_LOG_LINE_MAX     (16 * 1024)   /* one log line, bytes */
-#define SAND_WORKER_LOG_BYTES_MAX    (1024 * 1024) /* stdout+stderr logged per instance */
-#define SAND_WORKER_OUTPUT_MAX       (64 * 1024 * 1024) /* outcome frames per instance */
+#define SAND_WORKER_LOG_LINE_MAX      (16 * 1024)        /* one log line, bytes */
+#define SAND_WORKER_LOG_BYTES_MAX     (1024 * 1024)      /* stdout+stderr logged per instance */
+#define SAND_WORKER_OUTPUT_MAX        (64 * 1024 * 1024) /* outcome frames per instance */
 #define SAND_WORKER_VALUE_MAX_DEFAULT (64LL * 1024 * 1024)
 
 /* What the runtime is told about the grain it serves. All borrowed from the worker, valid for

@@ -33,12 +33,14 @@ typedef struct c_state {
 
 /* Referenced from main.c so that the linker keeps every grain.h function in the executable. */
 void *const sand_c_exports[] = {
-    (void *)sand_buf_append,   (void *)sand_buf_appendf,       (void *)sand_ctx_log,
-    (void *)sand_ctx_put,      (void *)sand_ctx_get,           (void *)sand_ctx_delete,
-    (void *)sand_ctx_next,     (void *)sand_ctx_error,         (void *)sand_ctx_app,
-    (void *)sand_ctx_grain,    (void *)sand_ctx_step,          (void *)sand_ctx_workflow,
-    (void *)sand_ctx_execution_id, (void *)sand_ctx_attempt,   (void *)sand_ctx_remaining_ms,
-    NULL,
+    (void *)sand_buf_append,       (void *)sand_buf_appendf,
+    (void *)sand_ctx_log,          (void *)sand_ctx_put,
+    (void *)sand_ctx_get,          (void *)sand_ctx_delete,
+    (void *)sand_ctx_next,         (void *)sand_ctx_error,
+    (void *)sand_ctx_app,          (void *)sand_ctx_grain,
+    (void *)sand_ctx_step,         (void *)sand_ctx_workflow,
+    (void *)sand_ctx_execution_id, (void *)sand_ctx_attempt,
+    (void *)sand_ctx_remaining_ms, NULL,
 };
 
 static int64_t mtime_of(const char *path)
@@ -136,8 +138,8 @@ static int c_load(const sand_worker_info_t *info, void **state, char **detail, s
     st->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!st->dl)
         return sand_err_set(err, SAND_EINVAL, "dlopen '%s': %s", path, dlerror());
-    const char *sym = info->grain->handler && *info->grain->handler ? info->grain->handler
-                                                                    : "handle";
+    const char *sym =
+        info->grain->handler && *info->grain->handler ? info->grain->handler : "handle";
     st->fn = (grain_fn)dlsym(st->dl, sym);
     if (!st->fn)
         return sand_err_set(err, SAND_ENOTFOUND, "symbol '%s' not found in '%s'", sym, path);

@@ -54,8 +54,7 @@ redisContext *sand__redis_connect(const char *url, const char *user, const char 
         redisReply *r = (user && *user) ? redisCommand(c, "AUTH %s %s", user, pass)
                                         : redisCommand(c, "AUTH %s", pass);
         if (!r || r->type == REDIS_REPLY_ERROR) {
-            sand_err_set(err, SAND_EPERM, "redis '%s': auth: %s", url,
-                         r ? r->str : c->errstr);
+            sand_err_set(err, SAND_EPERM, "redis '%s': auth: %s", url, r ? r->str : c->errstr);
             if (r)
                 freeReplyObject(r);
             redisFree(c);
@@ -311,7 +310,8 @@ static redisContext *dl_conn(sand_context *ctx, int scope)
     }
     if (!dl->conn[scope]) {
         sand_err err = {0};
-        dl->conn[scope] = sand__redis_connect(dl->url[scope], dl->user[scope], dl->pass[scope], &err);
+        dl->conn[scope] =
+            sand__redis_connect(dl->url[scope], dl->user[scope], dl->pass[scope], &err);
         if (!dl->conn[scope])
             SAND_WARN("worker", "data layer: %s", err.msg);
     }
@@ -323,7 +323,8 @@ static int dl_key(sand_context *ctx, const char *key, int scope, sand_bytes_t *k
     if (!key || (scope != SAND_SCOPE_LOCAL && scope != SAND_SCOPE_GLOBAL))
         return SAND_GRAIN_EINVAL;
     sand_bytes_init(k, 4096 + strlen(key));
-    return sand_bytes_appendf(k, scope == SAND_SCOPE_LOCAL ? SAND_KEY_LOCAL_FMT : SAND_KEY_GLOBAL_FMT,
+    return sand_bytes_appendf(k,
+                              scope == SAND_SCOPE_LOCAL ? SAND_KEY_LOCAL_FMT : SAND_KEY_GLOBAL_FMT,
                               ctx->app, key) < 0
                ? SAND_GRAIN_ENOMEM
                : 0;

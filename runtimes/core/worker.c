@@ -28,10 +28,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define COMP "worker"
+#define COMP          "worker"
 #define READ_BLOCK_MS 1000
-#define MEM_POLL_MS 20
-#define KEY_MAX 512
+#define MEM_POLL_MS   20
+#define KEY_MAX       512
 
 enum { KILL_NONE = 0, KILL_TIMEOUT = 1, KILL_MEMORY = 2, KILL_OUTPUT = 3 };
 
@@ -275,8 +275,7 @@ static void wr_flush(worker_t *w)
     }
 }
 
-static void log_line(worker_t *w, const entry_t *e, const char *kind, const char *line,
-                     size_t len)
+static void log_line(worker_t *w, const entry_t *e, const char *kind, const char *line, size_t len)
 {
     cmd_t c = {0};
     args(&c, "XADD");
@@ -1052,7 +1051,8 @@ static void inst_done(worker_t *w, inst_t *in)
     int sig = WIFSIGNALED(in->wstatus) ? WTERMSIG(in->wstatus) : 0;
     if (in->killed == KILL_TIMEOUT) {
         type = "Timeout";
-        snprintf(buf, sizeof(buf), "instance killed after %lld ms (grain timeout %lld ms or "
+        snprintf(buf, sizeof(buf),
+                 "instance killed after %lld ms (grain timeout %lld ms or "
                  "execution deadline)",
                  (long long)((sand_now_us() - in->handoff_us) / 1000),
                  (long long)w->grain->timeout_ms);
@@ -1186,8 +1186,8 @@ static int free_slots(worker_t *w)
 
 static void group_create(worker_t *w)
 {
-    redisReply *r = redisCommand(w->wr, "XGROUP CREATE %s %s 0 MKSTREAM", w->qkey,
-                                 SAND_GROUP_WORKERS);
+    redisReply *r =
+        redisCommand(w->wr, "XGROUP CREATE %s %s 0 MKSTREAM", w->qkey, SAND_GROUP_WORKERS);
     if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0)
         SAND_WARN(COMP, "create group on '%s': %s", w->qkey, r->str);
     if (r)
@@ -1527,8 +1527,7 @@ int sand_worker_main(int argc, char **argv, const sand_worker_runtime_t *rt)
     sand_err lerr = {0};
     if (rt->load(&info, &w.rt_state, &w.load_detail, &lerr) < 0) {
         w.load_error = sand_strdup(lerr.msg);
-        SAND_ERROR(COMP, "grain '%s': cannot load '%s': %s", w.grain->name, w.code_path,
-                   lerr.msg);
+        SAND_ERROR(COMP, "grain '%s': cannot load '%s': %s", w.grain->name, w.code_path, lerr.msg);
         log_line(&w, NULL, "system", lerr.msg, strlen(lerr.msg));
         if (w.load_detail)
             log_line(&w, NULL, "system", w.load_detail, strlen(w.load_detail));

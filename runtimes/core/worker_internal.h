@@ -32,14 +32,14 @@ typedef struct sand_dl {
 struct sand_context {
     const char *app, *grain, *step, *workflow, *exec;
     int attempt;
-    int64_t kill_at_us;          /* epoch us when the instance is killed */
-    const sand_workflow_t *wf;   /* NULL for a direct grain invocation */
+    int64_t kill_at_us;        /* epoch us when the instance is killed */
+    const sand_workflow_t *wf; /* NULL for a direct grain invocation */
     size_t value_max;
-    int fd;                      /* frame sink: a pipe to the worker, or -1 ... */
-    sand_bytes_t *buf;           /* ... then frames are appended here (reuse mode) */
+    int fd;            /* frame sink: a pipe to the worker, or -1 ... */
+    sand_bytes_t *buf; /* ... then frames are appended here (reuse mode) */
     sand_dl_t *dl;
-    char *error_msg;             /* sand_ctx_error() */
-    bool reported;               /* an OUTPUT or ERROR frame was sent */
+    char *error_msg; /* sand_ctx_error() */
+    bool reported;   /* an OUTPUT or ERROR frame was sent */
 };
 
 struct sand_buf {
@@ -65,8 +65,8 @@ typedef struct sand_outcome {
     int64_t started_us, finished_us;
     char *output; /* OUTPUT JSON (NUL-terminated), or NULL */
     size_t output_len;
-    char *error;  /* ERROR JSON object text, or NULL */
-    sand_vec_t next_steps; /* char * step names of NEXT frames, in call order */
+    char *error;            /* ERROR JSON object text, or NULL */
+    sand_vec_t next_steps;  /* char * step names of NEXT frames, in call order */
     sand_vec_t next_events; /* char * event JSON, parallel to next_steps */
 } sand_outcome_t;
 

@@ -277,8 +277,15 @@ static PyTypeObject ContextType = {
 };
 
 static struct PyModuleDef sand_module = {
-    PyModuleDef_HEAD_INIT, "_sand", "sand grain runtime internals", -1, NULL,
-    NULL,                  NULL,    NULL,                           NULL,
+    PyModuleDef_HEAD_INIT,
+    "_sand",
+    "sand grain runtime internals",
+    -1,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
 };
 
 static PyObject *init_sand_module(void)
@@ -435,8 +442,8 @@ static int py_load(const sand_worker_info_t *info, void **state, char **detail, 
         report_exception(st, NULL, err, detail);
         return SAND_EINVAL;
     }
-    const char *hname = info->grain->handler && *info->grain->handler ? info->grain->handler
-                                                                      : "handle";
+    const char *hname =
+        info->grain->handler && *info->grain->handler ? info->grain->handler : "handle";
     st->handler = PyObject_GetAttrString(m, hname);
     Py_DECREF(m);
     if (!st->handler || !PyCallable_Check(st->handler)) {
