@@ -5,7 +5,9 @@
  * Each test ends by closing the server and asserting uv_loop_close() == 0, so a leaked handle
  * fails the test; ASan builds catch leaked or reused requests.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "sand/http.h"
 
 #include <arpa/inet.h>
