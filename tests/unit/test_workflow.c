@@ -1005,14 +1005,37 @@ static void test_load_dir(void **state)
     assert_int_equal(sand_workflow_step(w, "collect")->n_preds, 2);
     assert_int_equal(sand_workflow_step(w, "transform")->n_next, 2);
     sand_app_free(app);
-    static const char *const invalid[] = {"bad-runtime", "unjoined-fan-out", "code-escape"};
+    static const struct {
+        const char *dir, *want;
+    } invalid[] = {
+        {"bad-runtime",
+         "app.yaml:8:14: grains.resize.runtime: unknown runtime 'rust' (expected python, java or "
+         "c)\n"
+         "app.yaml:10:3: grains.store: missing required key 'handler' (the java class, e.g. "
+         "example.Store)\n"
+         "app.yaml:13:5: grains.store: unknown key 'timout' (expected runtime, code, handler, "
+         "timeout, memory, concurrency, jvm_options, description)\n"},
+        {"unjoined-fan-out",
+         "app.yaml:18:3: workflows.process: 2 terminal steps are reachable from start through "
+         "next: 'thumbnail', 'store' (exactly one may be: join a fan-out before the end)\n"},
+        {"code-escape",
+         "app.yaml:6:11: grains.extract.code: path '../shared/extract.py' has a '..' component "
+         "(code must stay inside the bundle)\n"
+         "app.yaml:9:11: grains.store.code: absolute path '/usr/lib/sand/store.py' (code must be "
+         "relative to the bundle)\n"},
+    };
     for (size_t i = 0; i < SAND_ARRAY_LEN(invalid); i++) {
-        char *dir = printf_alloc("%s/examples/invalid/%s", SAND_SOURCE_DIR, invalid[i]);
+        char *dir = printf_alloc("%s/examples/invalid/%s", SAND_SOURCE_DIR, invalid[i].dir);
+        sand_diags_release(&d);
         assert_int_equal(sand_app_load(dir, NULL, &app, &d, &err), SAND_EINVAL);
         assert_null(app);
+        sand_bytes_t out;
+        sand_bytes_init(&out, 1 << 16);
+        assert_int_equal(sand_diags_format(&d, "app.yaml", &out), 0);
+        assert_string_equal(out.data, invalid[i].want);
+        sand_bytes_release(&out);
         free(dir);
     }
-    assert_true(d.len >= 3);
     sand_diags_release(&d);
 }
 
