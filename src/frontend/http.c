@@ -123,6 +123,9 @@ static void on_write(uv_write_t *w, int status)
         return;
     }
     c->last_active = now_ms(c);
+    /* Pipelined requests wait while too much output is queued; go on once it has drained. */
+    if (!c->req && c->in_off < c->in_len)
+        conn_process(c);
     conn_update_reading(c);
 }
 
@@ -389,6 +392,7 @@ static void req_recycle(sand_http_conn_t *c, sand_http_req_t *req)
     }
     if (req->body.cap > KEEP_BODY_CAP)
         sand_bytes_release(&req->body);
+    req->state = REQ_PARSING; /* a stray second answer is refused, not sent */
     c->spare = req;
 }
 
@@ -606,6 +610,8 @@ static void conn_process(sand_http_conn_t *c)
 {
     while (!c->closing && !c->finishing && c->in_off < c->in_len) {
         if (c->req && c->req->state != REQ_PARSING)
+            return;
+        if (c->out_queued > c->srv->opts.max_output)
             return;
         if (HTTP_PARSER_ERRNO(&c->parser) == HPE_PAUSED)
             http_parser_pause(&c->parser, 0);
