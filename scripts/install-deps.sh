@@ -11,7 +11,7 @@ PKGS=(
   default-jdk-headless
   redis-server docker.io
   clang clang-format libclang-rt-14-dev
-  wrk python3-matplotlib procps curl
+  wrk python3-matplotlib python3-confluent-kafka procps curl
 )
 
 missing=()
