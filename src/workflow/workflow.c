@@ -726,22 +726,26 @@ static void parse_next(struct loader *L, struct wf_build *B, sand_step_t *st, co
         diag(L, v, "empty list (leave next out to make the step terminal)");
         return;
     }
-    if (!(st->next = calloc(r->n, sizeof(*st->next)))) {
+    /* listed[] keeps the duplicate check linear however long the list is. */
+    bool *listed = calloc(B->wf->n_steps, sizeof(bool));
+    if (!listed || !(st->next = calloc(r->n, sizeof(*st->next)))) {
+        free(listed);
         L->nomem = true;
         return;
     }
     for (size_t i = 0; i < r->n; i++) {
         size_t old = path_push_index(L, i);
         sand_step_t *t = resolve_step(L, B, r->items[i]);
-        bool dup = false;
-        for (size_t j = 0; t && j < st->n_next && !dup; j++)
-            dup = st->next[j] == t;
+        bool dup = t && listed[t->index];
+        if (t)
+            listed[t->index] = true;
         if (dup)
             diag(L, r->items[i], "step '%s' is listed twice", t->name);
         else if (t)
             st->next[st->n_next++] = t;
         path_pop(L, old);
     }
+    free(listed);
 }
 
 static void parse_retry(struct loader *L, sand_step_t *st, const sand__ynode *v)
@@ -869,19 +873,23 @@ static void reach(const sand_workflow_t *wf, bool with_catch, bool *seen, int *q
     }
 }
 
-/* Appends "'a', 'b', ..." for the marked steps, as far as the buffer goes. */
-static void names_of(const sand_workflow_t *wf, const bool *mark, char *buf, size_t size)
+/* Writes "'a', 'b', ..." for the steps at the given indexes, as far as the buffer goes. */
+static void names_of(const sand_workflow_t *wf, const int *idx, size_t n, char *buf, size_t size)
 {
     size_t off = 0;
     buf[0] = '\0';
-    for (size_t i = 0; i < wf->n_steps && off + 1 < size; i++) {
-        if (!mark[i])
-            continue;
-        int w = snprintf(buf + off, size - off, "%s'%s'", off ? ", " : "", wf->steps[i]->name);
+    for (size_t i = 0; i < n && off + 1 < size; i++) {
+        int w = snprintf(buf + off, size - off, "%s'%s'", off ? ", " : "", wf->steps[idx[i]]->name);
         if (w < 0)
             break;
         off += (size_t)w;
     }
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
 }
 
 /* Reports every strongly connected component of the stuck steps (steps that cannot reach any
@@ -892,13 +900,13 @@ static int report_dead_cycles(struct loader *L, struct wf_build *B, const bool *
     size_t n = wf->n_steps;
     int *idx = malloc(n * sizeof(int)), *low = malloc(n * sizeof(int));
     int *stack = malloc(n * sizeof(int));
-    bool *on = calloc(n, sizeof(bool)), *member = calloc(n, sizeof(bool));
+    bool *on = calloc(n, sizeof(bool));
     struct call {
         int v;
         size_t e;
     } *cs = malloc(n * sizeof(*cs));
     int rc = 0;
-    if (!idx || !low || !stack || !on || !member || !cs) {
+    if (!idx || !low || !stack || !on || !cs) {
         rc = SAND_ENOMEM;
         goto out;
     }
@@ -933,22 +941,21 @@ static int report_dead_cycles(struct loader *L, struct wf_build *B, const bool *
                 continue;
             }
             if (low[v] == idx[v]) {
-                size_t size = 0;
-                int first = v, w;
+                size_t top = sp;
+                int w;
                 do {
                     w = stack[--sp];
                     on[w] = false;
-                    member[w] = true;
-                    if (w < first)
-                        first = w;
-                    size++;
                 } while (w != v);
+                /* The component is stack[sp..top): report it when it is a cycle. */
                 bool self = false;
                 for (size_t j = 0; j < s->n_next; j++)
                     self = self || s->next[j] == s;
-                if (size > 1 || self) {
+                if (top - sp > 1 || self) {
+                    qsort(stack + sp, top - sp, sizeof(int), cmp_int);
                     char names[160];
-                    names_of(wf, member, names, sizeof(names));
+                    names_of(wf, stack + sp, top - sp, names, sizeof(names));
+                    int first = stack[sp];
                     size_t old = path_push(L, "steps");
                     path_push(L, wf->steps[first]->name);
                     diag(L, B->src[first].key,
@@ -957,8 +964,6 @@ static int report_dead_cycles(struct loader *L, struct wf_build *B, const bool *
                          names);
                     path_pop(L, old);
                 }
-                for (size_t i = 0; i < n; i++)
-                    member[i] = false;
             }
             csp--;
             if (csp && low[v] < low[cs[csp - 1].v])
@@ -970,7 +975,6 @@ out:
     free(low);
     free(stack);
     free(on);
-    free(member);
     free(cs);
     return rc;
 }
@@ -1015,7 +1019,11 @@ static int check_graph(struct loader *L, struct wf_build *B, const sand__ynode *
              wf->start->name);
     } else if (n_term > 1) {
         char names[160];
-        names_of(wf, mark, names, sizeof(names));
+        size_t k = 0;
+        for (size_t i = 0; i < n && k < 8; i++)
+            if (mark[i])
+                queue[k++] = (int)i;
+        names_of(wf, queue, k, names, sizeof(names));
         diag(L, wf_key,
              "%zu terminal steps are reachable from start through next: %s (exactly one "
              "may be: join a fan-out before the end)",
