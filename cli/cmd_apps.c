@@ -515,16 +515,16 @@ int sand__cli_cmd_rm(sand_cli_t *c, const sand_cli_cmd_t *cmd, int argc, char **
                 json_t *v = json_pack("{s:s, s:b}", "app", app, "deleted", 1);
                 sand__cli_print_json(c->out, v);
                 json_decref(v);
-            } else
+            } else {
                 fprintf(c->out, "deleted app '%s'\n", app);
+            }
+        } else {
+            char what[128];
+            snprintf(what, sizeof(what), "rm '%.64s'", app);
+            rc = sand__cli_http_error(c, &resp, what);
         }
-    } else {
-        char what[128];
-        snprintf(what, sizeof(what), "rm '%.64s'", app);
-        rc = sand__cli_http_error(c, &resp, what);
     }
-}
-sand__cli_resp_release(&resp);
-sand_bytes_release(&path);
-return rc;
+    sand__cli_resp_release(&resp);
+    sand_bytes_release(&path);
+    return rc;
 }
