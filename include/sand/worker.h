@@ -46,6 +46,9 @@ typedef struct sand_worker_runtime {
     /* Runs the handler once for ev. Reports through sand_worker_ctx_started/finished/output/
      * fail; returning without reporting an output or a failure counts as "Crashed". */
     void (*invoke)(void *state, sand_context *ctx, const sand_event *ev);
+    /* Releases state at worker shutdown, in the worker (may be NULL). Called also when load
+     * failed but left a state behind. */
+    void (*unload)(void *state);
 } sand_worker_runtime_t;
 
 /* The program: parses --grain NAME (or SAND_GRAIN), loads the app and the code, runs the loop

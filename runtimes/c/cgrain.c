@@ -177,9 +177,18 @@ static void c_invoke(void *state, sand_context *ctx, const sand_event *ev)
     sand_bytes_release(&out.b);
 }
 
+static void c_unload(void *state)
+{
+    c_state_t *st = state;
+    if (st->dl)
+        dlclose(st->dl);
+    free(st);
+}
+
 const sand_worker_runtime_t sand_c_runtime = {
     .name = "c",
     .load_error_type = "LoadError",
     .load = c_load,
     .invoke = c_invoke,
+    .unload = c_unload,
 };

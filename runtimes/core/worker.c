@@ -60,6 +60,7 @@ typedef struct inst {
     pid_t pid;
     int fd_ev, fd_res, fd_std[2];
     bool spare, reaped;
+    bool routed; /* the outcome is routed; ent is then a stub for log tagging */
     int wstatus;
     entry_t *ent;
     sand_bytes_t res;
@@ -760,6 +761,7 @@ static void __attribute__((noreturn)) child_main(worker_t *w, int fd_ev, int fd_
     char *buf = malloc((size_t)total + 1);
     if (!buf || !read_full(fd_ev, buf, total))
         _exit(0);
+    buf[total] = 0; /* the event is the last field: grains may treat it as a C string */
     close(fd_ev);
     const char *p = buf, *end = buf + total, *f[6];
     size_t fl[6];
@@ -1000,6 +1002,8 @@ static void kill_inst(inst_t *in, int why)
     kill(in->pid, SIGKILL);
 }
 
+static void inst_route(worker_t *w, inst_t *in);
+
 /* Reads what is available on one of the instance's pipes; closes it on EOF. */
 static void inst_read(worker_t *w, inst_t *in, int *fd, int which)
 {
@@ -1024,11 +1028,78 @@ static void inst_read(worker_t *w, inst_t *in, int *fd, int which)
             kill_inst(in, KILL_OUTPUT);
             close_fd(fd);
             return;
+        } else if (!in->routed && !in->killed && (in->oc.output || in->oc.error)) {
+            inst_route(w, in);
         }
     }
 }
 
-/* An instance was reaped: drain its pipes and route its event. */
+/* Keeps only what log lines need (execution id and step) once the entry went to route(). */
+static entry_t *entry_stub(const entry_t *e)
+{
+    entry_t *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->exec = sand_strdup(e->exec);
+    s->step = sand_strdup(e->step);
+    if (!s->exec || !s->step) {
+        entry_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* Routes the instance's event: as soon as it reported its outcome (the process may still be
+ * exiting; waiting for its exit would put the teardown of its address space on the path of the
+ * hop), or when it was reaped without one. */
+static void inst_route(worker_t *w, inst_t *in)
+{
+    const char *type = NULL, *msg = NULL;
+    char buf[160];
+    int sig = in->reaped && WIFSIGNALED(in->wstatus) ? WTERMSIG(in->wstatus) : 0;
+    if (in->routed || in->spare)
+        return;
+    /* stdout/stderr written before the outcome are in their pipes already: log them first */
+    for (int i = 0; i < 2; i++)
+        inst_read(w, in, &in->fd_std[i], i);
+    if (in->killed == KILL_TIMEOUT) {
+        type = "Timeout";
+        snprintf(buf, sizeof(buf),
+                 "instance killed after %lld ms (grain timeout %lld ms or execution deadline)",
+                 (long long)((sand_now_us() - in->handoff_us) / 1000),
+                 (long long)w->grain->timeout_ms);
+        msg = buf;
+        sig = 0;
+    } else if (in->killed == KILL_MEMORY) {
+        type = "MemoryLimit";
+        snprintf(buf, sizeof(buf), "instance exceeded its memory limit of %lld bytes",
+                 (long long)w->grain->memory);
+        msg = buf;
+        sig = 0;
+    } else if (in->killed == KILL_OUTPUT) {
+        type = "Error";
+        msg = "instance output over the limit";
+        sig = 0;
+    } else if (in->oc.output || in->oc.error) {
+        sig = 0;
+    } else if (sig) {
+        type = "Crashed";
+        snprintf(buf, sizeof(buf), "instance killed by signal %d (%s)", sig, strsignal(sig));
+        msg = buf;
+    } else {
+        type = "Crashed";
+        snprintf(buf, sizeof(buf), "instance exited with status %d without reporting a result",
+                 WIFEXITED(in->wstatus) ? WEXITSTATUS(in->wstatus) : -1);
+        msg = buf;
+    }
+    entry_t *e = in->ent;
+    in->ent = entry_stub(e);
+    in->routed = true;
+    w->running--;
+    route(w, e, &in->oc, in->pid, type, msg, sig, in->handoff_us);
+}
+
+/* An instance was reaped: drain its pipes, route its event if not done yet, free it. */
 static void inst_done(worker_t *w, inst_t *in)
 {
     while (in->fd_res >= 0)
@@ -1045,42 +1116,7 @@ static void inst_done(worker_t *w, inst_t *in)
         inst_free(in);
         return;
     }
-    w->running--;
-    const char *type = NULL, *msg = NULL;
-    char buf[160];
-    int sig = WIFSIGNALED(in->wstatus) ? WTERMSIG(in->wstatus) : 0;
-    if (in->killed == KILL_TIMEOUT) {
-        type = "Timeout";
-        snprintf(buf, sizeof(buf),
-                 "instance killed after %lld ms (grain timeout %lld ms or "
-                 "execution deadline)",
-                 (long long)((sand_now_us() - in->handoff_us) / 1000),
-                 (long long)w->grain->timeout_ms);
-        msg = buf;
-        sig = 0;
-    } else if (in->killed == KILL_MEMORY) {
-        type = "MemoryLimit";
-        snprintf(buf, sizeof(buf), "instance exceeded its memory limit of %lld bytes",
-                 (long long)w->grain->memory);
-        msg = buf;
-        sig = 0;
-    } else if (in->killed == KILL_OUTPUT) {
-        type = "Error";
-        msg = "instance output over the limit";
-        sig = 0;
-    } else if (sig) {
-        type = "Crashed";
-        snprintf(buf, sizeof(buf), "instance killed by signal %d (%s)", sig, strsignal(sig));
-        msg = buf;
-    } else if (!in->oc.output && !in->oc.error) {
-        type = "Crashed";
-        snprintf(buf, sizeof(buf), "instance exited with status %d without reporting a result",
-                 WIFEXITED(in->wstatus) ? WEXITSTATUS(in->wstatus) : -1);
-        msg = buf;
-    }
-    entry_t *e = in->ent;
-    in->ent = NULL;
-    route(w, e, &in->oc, in->pid, type, msg, sig, in->handoff_us);
+    inst_route(w, in);
     inst_free(in);
 }
 
@@ -1394,7 +1430,7 @@ static void shutdown_instances(worker_t *w)
         kill(in->pid, SIGKILL);
         waitpid(in->pid, NULL, 0);
         sand_list_remove(&in->link);
-        if (!in->spare)
+        if (!in->spare && !in->routed)
             w->running--;
         inst_free(in);
     }
@@ -1552,6 +1588,8 @@ out:
     if (sig_wfd >= 0)
         close(sig_wfd);
     sig_wfd = -1;
+    if (rt->unload && w.rt_state)
+        rt->unload(w.rt_state);
     free(w.code_path);
     free(w.load_error);
     free(w.load_detail);

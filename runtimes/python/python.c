@@ -531,6 +531,19 @@ static void py_invoke(void *state, sand_context *ctx, const sand_event *ev)
     flush_stdio();
 }
 
+static void py_unload(void *state)
+{
+    py_state_t *st = state;
+    Py_XDECREF(st->handler);
+    Py_XDECREF(st->json_loads);
+    Py_XDECREF(st->json_dumps);
+    Py_XDECREF(st->format_exception);
+    Py_XDECREF(st->gc_freeze);
+    free(st);
+    if (Py_IsInitialized())
+        Py_FinalizeEx();
+}
+
 const sand_worker_runtime_t sand_python_runtime = {
     .name = "python",
     .load_error_type = "ImportError",
@@ -538,4 +551,5 @@ const sand_worker_runtime_t sand_python_runtime = {
     .before_fork = py_before_fork,
     .after_fork = py_after_fork,
     .invoke = py_invoke,
+    .unload = py_unload,
 };

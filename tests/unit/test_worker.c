@@ -70,6 +70,10 @@ static pid_t start_worker(const char *runtime, const char *grain, const char *in
         setenv("SAND_INSTANCE", instance, 1);
         setenv("SAND_VALUE_MAX", "2Mi", 1);
         setenv("SAND_LOG_LEVEL", "warn", 1);
+        /* under ASan, let a grain's SIGSEGV kill the instance as it does in production */
+        setenv("ASAN_OPTIONS", "handle_segv=0", 1);
+        setenv("LSAN_OPTIONS", "suppressions=" SAND_SOURCE_DIR "/tests/unit/data/worker/lsan.supp",
+               1);
         execl(bin, bin, "--grain", grain, (char *)NULL);
         _exit(127);
     }
@@ -563,6 +567,132 @@ static void test_logs(void **state)
     assert_true(clog);
 }
 
+/* ---- measurements (SAND_BENCH_HOP=N) --------------------------------------------------- */
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Runs n two-step executions of wf one after the other and prints the hop latency: the
+ * second instance's started_us minus the first's finished_us. */
+static void hop_series(const char *wf, const char *g1, int n)
+{
+    int64_t *lat = calloc((size_t)n, sizeof(*lat));
+    char last[64] = "$";
+    redisReply *r = cmd("XREVRANGE sand:" APP ":ha + - COUNT 1");
+    if (r->elements)
+        sand_strlcpy(last, r->element[0]->element[0]->str, sizeof(last));
+    freeReplyObject(r);
+    for (int i = 0; i < n; i++) {
+        char exec[64];
+        int64_t f1 = 0, b2 = 0;
+        snprintf(exec, sizeof(exec), "%s-%d", wf, i);
+        send_event(g1, exec, wf, "h1", 1, "{\"op\":\"echo\"}");
+        while (!b2) {
+            r = cmd("XREAD COUNT 10 BLOCK 5000 STREAMS sand:" APP ":ha %s", last);
+            assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+            redisReply *list = r->element[0]->element[1];
+            for (size_t k = 0; k < list->elements; k++) {
+                redisReply *kv = list->element[k]->element[1];
+                sand_strlcpy(last, list->element[k]->element[0]->str, sizeof(last));
+                const char *s = "", *x = "", *b = "0", *fin = "0";
+                for (size_t j = 0; j + 1 < kv->elements; j += 2) {
+                    const char *key = kv->element[j]->str, *val = kv->element[j + 1]->str;
+                    if (!strcmp(key, "s"))
+                        s = val;
+                    else if (!strcmp(key, "x"))
+                        x = val;
+                    else if (!strcmp(key, "b"))
+                        b = val;
+                    else if (!strcmp(key, "f"))
+                        fin = val;
+                }
+                if (strcmp(x, exec) != 0)
+                    continue;
+                if (!strcmp(s, "h1"))
+                    f1 = atoll(fin);
+                else if (!strcmp(s, "h2"))
+                    b2 = atoll(b);
+            }
+            freeReplyObject(r);
+        }
+        lat[i] = b2 - f1;
+    }
+    qsort(lat, (size_t)n, sizeof(*lat), cmp_i64);
+    printf("hop latency %-5s over %d two-step executions: p50 %lld us, p99 %lld us\n", wf, n,
+           (long long)lat[n / 2], (long long)lat[(n * 99) / 100]);
+    free(lat);
+}
+
+/* Private_Dirty kB of pid from /proc/PID/smaps_rollup, or -1. */
+static long private_dirty_kb(pid_t pid)
+{
+    char path[64], line[256];
+    long kb = -1;
+    snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "Private_Dirty: %ld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
+}
+
+static void test_bench(void **state)
+{
+    const char *env = getenv("SAND_BENCH_HOP");
+    if (!env)
+        skip();
+    int n = atoi(env) > 0 ? atoi(env) : 1000;
+    pid_t w[5] = {start_worker("python", "hb1", "fork"), start_worker("python", "hb2", "fork"),
+                  start_worker("python", "hr1", "reuse"), start_worker("python", "hr2", "reuse"),
+                  start_worker("python", "pmem", "fork")};
+    usleep(500 * 1000);
+    hop_series("hop", "hb1", n);
+    hop_series("hopr", "hr1", n);
+
+    /* 50 concurrent sleeping instances of a small grain */
+    for (int i = 0; i < 50; i++) {
+        char exec[32];
+        snprintf(exec, sizeof(exec), "mem-%d", i);
+        send_event("pmem", exec, "", "pmem", 1, "{\"op\":\"sleep\",\"s\":3}");
+    }
+    char path[64], buf[8192];
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)w[4], (int)w[4]);
+    int kids = 0;
+    for (int tries = 0; tries < 200 && kids < 51; tries++) {
+        usleep(20 * 1000);
+        FILE *f = fopen(path, "r");
+        size_t len = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+        if (f)
+            fclose(f);
+        buf[len] = 0;
+        kids = 0;
+        for (char *p = buf; *p; p++)
+            kids += *p == ' ';
+    }
+    usleep(300 * 1000);
+    long total = 0, count = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save)) {
+        long kb = private_dirty_kb((pid_t)atoi(tok));
+        if (kb >= 0) {
+            total += kb;
+            count++;
+        }
+    }
+    printf("private dirty memory: %ld instances (50 sleeping + 1 spare), %.2f MB each; "
+           "worker %.2f MB\n",
+           count, count ? total / 1024.0 / (double)count : 0.0, private_dirty_kb(w[4]) / 1024.0);
+    assert_true(count >= 50);
+    for (int i = 0; i < 5; i++)
+        stop_worker(w[i], SIGTERM);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -572,7 +702,7 @@ int main(void)
         cmocka_unit_test(test_crashes),        cmocka_unit_test(test_timeout),
         cmocka_unit_test(test_retry),          cmocka_unit_test(test_catch),
         cmocka_unit_test(test_pending_reread), cmocka_unit_test(test_data_layer),
-        cmocka_unit_test(test_logs),
+        cmocka_unit_test(test_logs),           cmocka_unit_test(test_bench),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
