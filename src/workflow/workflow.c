@@ -24,6 +24,7 @@
 #define DEFAULT_MAX_YAML_BYTES   (1024 * 1024)
 #define DEFAULT_MAX_ALIASES      1000
 #define DEFAULT_MAX_DEPTH        64
+#define MAX_DEPTH_CAP            1024
 #define GRAIN_TIMEOUT_DEFAULT_MS 60000
 #define GRAIN_TIMEOUT_MAX_MS     (3600 * 1000)
 #define GRAIN_MEMORY_MIN         (1024 * 1024)
@@ -1305,6 +1306,9 @@ static void limits_resolve(const sand_app_limits_t *in, sand_app_limits_t *out)
     out->max_alias_expansions =
         in && in->max_alias_expansions > 0 ? in->max_alias_expansions : DEFAULT_MAX_ALIASES;
     out->max_depth = in && in->max_depth > 0 ? in->max_depth : DEFAULT_MAX_DEPTH;
+    /* The tree is freed recursively and the parser keeps one frame per level: bound both. */
+    if (out->max_depth > MAX_DEPTH_CAP)
+        out->max_depth = MAX_DEPTH_CAP;
 }
 
 static int fail_summary(sand_diags_t *diags, size_t before, sand_err *err)
@@ -1333,6 +1337,8 @@ int sand_app_load_text(const char *text, size_t len, const char *dir,
     sand_map_init(&L.grains);
     sand__ynode *root = NULL;
 
+    if (!text)
+        text = "";
     if (dir && !(L.root_real = realpath(dir, NULL))) {
         rc = sand_err_errno(err, errno == ENOENT ? SAND_ENOTFOUND : SAND_EIO,
                             "bundle directory '%s'", dir);

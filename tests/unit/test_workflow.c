@@ -879,6 +879,19 @@ static void test_nesting_limit(void **state)
     assert_int_equal(d.items[0].line, 4);
     assert_string_equal(d.items[0].msg, "nesting deeper than 2 levels");
     sand_diags_release(&d);
+    /* However high a caller sets it, the limit stays within what the loader can handle. */
+    lim.max_depth = 1000000000;
+    char *huge = malloc(2 * 1100 + 1);
+    assert_non_null(huge);
+    memset(huge, '[', 1100);
+    memset(huge + 1100, ']', 1100);
+    huge[2200] = '\0';
+    assert_int_equal(sand_app_load_text(huge, 2200, NULL, &lim, &app, &d, NULL), SAND_EINVAL);
+    assert_int_equal(d.len, 1);
+    assert_int_equal(d.items[0].col, 1025);
+    assert_string_equal(d.items[0].msg, "nesting deeper than 1024 levels");
+    sand_diags_release(&d);
+    free(huge);
     free(ok);
     free(deep);
 }
@@ -1071,6 +1084,9 @@ static void test_helpers(void **state)
     assert_null(sand_app_workflow(NULL, "a"));
     assert_null(sand_workflow_step(NULL, "a"));
     sand_app_free(NULL);
+    expect_text(NULL, 0, NULL,
+                "app.yaml:1:1: empty document (expected a mapping with app and "
+                "grains)\n");
 
     sand_diags_t d;
     sand_diags_init(&d);
