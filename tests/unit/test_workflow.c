@@ -935,7 +935,8 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
 
 static void test_symlink_escape(void **state)
 {
-    char tmpl[] = "/tmp/sand-wf-XXXXXX";
+    char tmpl[] = "/tmp/sand-wf-......";
+    memset(tmpl + strlen(tmpl) - 6, 'X', 6); /* the six characters mkdtemp replaces */
     char *top = mkdtemp(tmpl);
     assert_non_null(top);
     char *bundle = printf_alloc("%s/bundle", top), *p;
