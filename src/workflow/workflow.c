@@ -1005,6 +1005,27 @@ static int check_graph(struct loader *L, struct wf_build *B, const sand__ynode *
         path_pop(L, old);
     }
 
+    /* A join on the normal path with a predecessor that only runs after an error would wait
+     * for that predecessor on success and for the failed one on error: it could never run. */
+    for (size_t i = 0; i < n; i++) {
+        const sand_step_t *s = wf->steps[i];
+        if (!viaNext[i] || s->n_preds < 2)
+            continue;
+        for (size_t j = 0; j < s->n_preds; j++) {
+            int p = s->preds[j]->index;
+            if (viaNext[p] || !all[p]) /* unreachable steps are reported on their own */
+                continue;
+            size_t old = path_push(L, "steps");
+            path_push(L, s->name);
+            diag(L, B->src[i].key,
+                 "join waits for '%s', which runs only after an error (through catch), so it "
+                 "would never run",
+                 s->preds[j]->name);
+            path_pop(L, old);
+            break;
+        }
+    }
+
     size_t n_term = 0;
     for (size_t i = 0; i < n; i++) {
         mark[i] = viaNext[i] && wf->steps[i]->terminal;

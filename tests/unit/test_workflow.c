@@ -718,6 +718,16 @@ static const struct tcase cases[] = {
      "app.yaml:11:32: workflows.w.steps.a.catch: catch target 'd' is a join (it has 2 "
      "predecessors through next)\n",
      NULL},
+    {"catch_handler_feeding_a_join",
+     APP "    start: a\n"
+         "    steps:\n"
+         "      a: {next: b, catch: h}\n"
+         "      h: {grain: c, next: b}\n"
+         "      b: {}\n",
+     NULL,
+     "app.yaml:13:7: workflows.w.steps.b: join waits for 'h', which runs only after an error "
+     "(through catch), so it would never run\n",
+     NULL},
     {"start_is_a_join",
      APP "    start: a\n"
          "    steps:\n"
