@@ -3,7 +3,7 @@
  * entry is checked before anything is written (path, type, declared size, duplicates) and files
  * are created by hand with openat(O_CREAT|O_EXCL|O_NOFOLLOW) relative to directory fds opened
  * with O_NOFOLLOW, so no entry can write through a symlink or outside the tree, and sizes are
- * counted on the bytes actually written. Extraction goes to "<dest>.tmp-XXXXXX"; symlinks are
+ * counted on the bytes actually written. Extraction goes to "<dest>.tmp-<random>"; symlinks are
  * resolved against the finished tree, app.yaml is required, and only then is the directory
  * renamed to dest (RENAME_NOREPLACE). Any failure removes the temporary directory.
  */
@@ -388,8 +388,12 @@ int sand_bundle_unpack(const void *tgz, size_t len, const char *dest_dir,
         return sand_err_set(err, SAND_EEXIST, "unpack: '%s' already exists", dest_dir);
     if (errno != ENOENT)
         return sand_err_errno(err, SAND_EIO, "unpack: '%s'", dest_dir);
-    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp-XXXXXX", dest_dir) >= sizeof(tmp))
+    /* mkdtemp's template: ".tmp-" and six 'X' that it replaces */
+    int tlen = snprintf(tmp, sizeof(tmp), "%s.tmp-", dest_dir);
+    if (tlen < 0 || (size_t)tlen + 7 > sizeof(tmp))
         return sand_err_set(err, SAND_EINVAL, "unpack: '%s': path too long", dest_dir);
+    memset(tmp + tlen, 'X', 6);
+    tmp[tlen + 6] = '\0';
 
     u.buf = malloc(COPY_CHUNK);
     if (!u.buf) {

@@ -37,7 +37,9 @@ static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *
 
 static int setup(void **state)
 {
-    snprintf(g_tmp, sizeof(g_tmp), "/tmp/sand-bundle-test-XXXXXX");
+    int n = snprintf(g_tmp, sizeof(g_tmp), "/tmp/%s", "sand-bundle-test-");
+    memset(g_tmp + n, 'X', 6); /* the mkdtemp template */
+    g_tmp[n + 6] = '\0';
     assert_non_null(mkdtemp(g_tmp));
     return 0;
 }

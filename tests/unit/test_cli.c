@@ -163,7 +163,9 @@ static int setup(void **state)
     srv.port = ntohs(sa.sin_port);
     assert_int_equal(listen(srv.lfd, 16), 0);
     assert_int_equal(pthread_create(&srv.thread, NULL, serve, NULL), 0);
-    snprintf(g_tmp, sizeof(g_tmp), "/tmp/sand-cli-test-XXXXXX");
+    int n = snprintf(g_tmp, sizeof(g_tmp), "/tmp/%s", "sand-cli-test-");
+    memset(g_tmp + n, 'X', 6); /* the mkdtemp template */
+    g_tmp[n + 6] = '\0';
     assert_non_null(mkdtemp(g_tmp));
     return 0;
 }
