@@ -48,7 +48,8 @@ if(SAND_WITH_PYTHON)
     separate_arguments(SAND_PY_LDFLAGS)
     add_library(sand_ext_python INTERFACE)
     target_compile_options(sand_ext_python INTERFACE ${SAND_PY_CFLAGS})
-    target_link_options(sand_ext_python INTERFACE ${SAND_PY_LDFLAGS})
+    # link items (not options) so libpython follows the objects that need it
+    target_link_libraries(sand_ext_python INTERFACE ${SAND_PY_LDFLAGS})
     add_library(sand::python ALIAS sand_ext_python)
 endif()
 

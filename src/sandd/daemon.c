@@ -120,7 +120,55 @@ static void on_lbus_state(sand_lbus_t *lbus, bool up, void *ud)
 static void on_record(sand_gbus_t *gbus, const sand_gbus_record_t *rec, void *ud)
 {
     sand_daemon *d = ud;
-    sand_engine_on_record(d->engine, rec);
+    if (d->engine)
+        sand_engine_on_record(d->engine, rec);
+    /* remember the position; commit_offsets() commits it in batches */
+    char key[300];
+    if (sand_fmt(key, sizeof(key), "%s\n%d", rec->topic, (int)rec->partition) < 0)
+        return;
+    int64_t *off = sand_map_get(&d->offsets, key);
+    if (!off) {
+        off = malloc(sizeof(*off));
+        if (!off || sand_map_set(&d->offsets, key, off, NULL) < 0) {
+            free(off);
+            return;
+        }
+        *off = -1;
+    }
+    if (rec->offset > *off)
+        *off = rec->offset;
+}
+
+/* Commits the highest handled offset of every partition that moved since the last tick. The
+ * records of the global bus are handled as soon as they are read (events are enqueued, backups
+ * need no action), so the committed position only has to trail the reads. */
+static void commit_offsets(sand_daemon *d)
+{
+    size_t it = 0;
+    const char *key;
+    void *v;
+    while (sand_map_next(&d->offsets, &it, &key, &v)) {
+        int64_t *off = v;
+        const char *nl = strchr(key, '\n');
+        if (*off < 0 || !nl)
+            continue;
+        char topic[256];
+        size_t n = (size_t)(nl - key);
+        if (n >= sizeof(topic))
+            continue;
+        memcpy(topic, key, n);
+        topic[n] = '\0';
+        if (sand_gbus_commit(d->gbus, topic, (int32_t)strtol(nl + 1, NULL, 10), *off, NULL) == 0)
+            *off = -1;
+    }
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    sand_daemon *d = t->data;
+    api_follow_tick(t);
+    if (d->gbus)
+        commit_offsets(d);
 }
 
 static void on_agent_entry(sand_lbus_reader_t *r, const sand_lbus_entry_t *e, void *ud)
@@ -182,7 +230,7 @@ static int open_buses(sand_daemon *d, sand_err *err)
     sand_gbus_opts go = {.brokers = d->kafka_brokers,
                          .client_id = "sandd",
                          .default_partitions = (int)d->cfg.global_bus_partitions,
-                         .from_latest = true,
+                         .from_latest = false,
                          .record_cb = on_record,
                          .ud = d};
     if (sand_gbus_open(d->loop, &go, &d->gbus, err) < 0)
@@ -222,6 +270,7 @@ int sandd_start(sand_daemon *d, sand_err *err)
     d->started_us = sand_now_us();
     sand_map_init(&d->apps);
     sand_map_init(&d->series);
+    sand_map_init(&d->offsets);
     sand_list_init(&d->followers);
     if (!realpath(d->cfg.data_dir, d->data_dir)) {
         if (mkdir_p(d->cfg.data_dir, 0700, err) < 0)
@@ -285,7 +334,7 @@ int sandd_start(sand_daemon *d, sand_err *err)
     uv_signal_start(&d->sigint, on_signal, SIGINT);
     uv_timer_init(d->loop, &d->follow_timer);
     d->follow_timer.data = d;
-    uv_timer_start(&d->follow_timer, api_follow_tick, 200, 200);
+    uv_timer_start(&d->follow_timer, on_tick, 200, 200);
     d->serving = true;
     SAND_INFO(COMP, "sandd %s serving on %s (data %s, bus %s, %s instances)", SAND_VERSION,
               d->cfg.listen, d->data_dir, d->cfg.bus_mode, d->cfg.worker_instance);
@@ -325,6 +374,7 @@ void sandd_stop(sand_daemon *d)
         d->sbx = NULL;
     }
     if (d->gbus) {
+        commit_offsets(d);
         sand_gbus_close(d->gbus, 3000, NULL, NULL);
         d->gbus = NULL;
     }

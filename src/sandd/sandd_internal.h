@@ -86,6 +86,7 @@ struct sand_daemon {
     sand_engine_t *engine;
     sand_map_t apps;       /* name -> app_entry_t */
     sand_map_t series;     /* "app/workflow/step" -> metric_series_t */
+    sand_map_t offsets;    /* "topic\npartition" -> int64_t*: highest handled offset to commit */
     sand_list_t followers; /* log followers */
     uv_signal_t sigterm, sigint;
     uv_timer_t follow_timer;

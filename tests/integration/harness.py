@@ -2,12 +2,14 @@
 private data directory on a free port, and talks to it over HTTP or through sandctl, exactly as a
 user does. Standard library only (Debian's /usr/bin/python3)."""
 
+import io
 import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import tarfile
 import tempfile
 import time
 import unittest
@@ -127,11 +129,25 @@ class Sandd:
                            capture_output=True, timeout=timeout, env=env)
         return p.returncode, p.stdout.decode(), p.stderr.decode()
 
-    def deploy(self, bundle_dir):
-        rc, out, err = self.sandctl("deploy", bundle_dir)
-        if rc != 0:
-            raise AssertionError("deploy %s failed (%d): %s %s\n%s" % (bundle_dir, rc, out, err, self.logtext()))
-        return out
+    def deploy(self, bundle_dir, timeout=60):
+        """Uploads bundle_dir as a tar.gz (as sandctl deploy does) and waits until it is ready."""
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as t:
+            for name in sorted(os.listdir(bundle_dir)):
+                t.add(os.path.join(bundle_dir, name), arcname=name)
+        r = self.request("POST", "/v1/apps", buf.getvalue(), headers={"Content-Type": "application/gzip"})
+        if r.status not in (200, 201):
+            raise AssertionError("deploy %s: %d %s\n%s" % (bundle_dir, r.status, r.body, self.logtext()))
+        app = r.json()["app"]
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            d = self.request("GET", "/v1/apps/" + app).json()
+            if d["state"] == "ready":
+                return d
+            if d["state"] == "failed":
+                break
+            time.sleep(0.05)
+        raise AssertionError("app %s did not become ready:\n%s" % (app, self.logtext()))
 
     def wait_execution(self, exec_id, timeout=30):
         deadline = time.time() + timeout
