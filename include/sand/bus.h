@@ -221,6 +221,8 @@ typedef struct sand_gbus_opts {
     int metadata_refresh_ms;       /* how fast new topics matching the regex are seen; 0 -> 1000 */
     int default_partitions;        /* used by ensure_topic when partitions <= 0; 0 -> 8 */
     bool from_latest;              /* with no committed offset: false -> earliest, true -> latest */
+    int session_timeout_ms;        /* consumer group session; 0 -> 10000 (>= 6000 on brokers) */
+    const char *debug;             /* librdkafka debug contexts ("cgrp,topic"), NULL for none */
     sand_gbus_record_cb record_cb; /* required unless subscribe is "" */
     void *ud;
 } sand_gbus_opts;

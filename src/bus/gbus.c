@@ -40,6 +40,8 @@ struct sand_gbus {
     rd_kafka_queue_t *prod_q, *admin_q, *cons_q;
     int pipe_r, pipe_w;
     uv_poll_t poll;
+    uv_timer_t tick; /* calls the consumer regularly even when no record arrives */
+    int open_handles;
     bool closed;
     bool in_poll;       /* inside on_poll: a close requested there finishes when it returns */
     bool close_pending; /* sand_gbus_close was called inside on_poll */
@@ -48,7 +50,9 @@ struct sand_gbus {
     sand_gbus_record_cb record_cb;
     void *ud;
     sand_gbus_stats_t stats;
-    sand_list_t admin_pending;
+    sand_list_t admin_pending; /* CreateTopics requests in flight */
+    sand_list_t admin_todo;    /* ensure_topic requests for the auto-create path */
+    bool no_controller;        /* CreateTopics cannot work here: use auto-creation */
     void (*close_cb)(void *ud);
     void *close_ud;
 };
@@ -142,14 +146,21 @@ static void on_admin_event(sand_gbus_t *g, rd_kafka_event_t *ev)
         return;
     char why[512];
     rd_kafka_resp_err_t kerr = rd_kafka_event_error(ev);
-    if (kerr == RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE) {
+    const char *kstr = rd_kafka_event_error_string(ev);
+    /* librdkafka's mock cluster names a controller that does not exist and answers no
+     * CreateTopics: the request times out waiting for the controller. Such a cluster (and any
+     * broker without the Admin API) gets its topics auto-created from now on. */
+    if (kerr == RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE ||
+        (kerr == RD_KAFKA_RESP_ERR__TIMED_OUT && kstr && strstr(kstr, "controller"))) {
+        if (!g->no_controller)
+            SAND_INFO("bus", "kafka: no usable CreateTopics (%s): topics are auto-created", kstr);
+        g->no_controller = true;
         int rc = create_by_metadata(g, a, why, sizeof(why));
         admin_finish(a, rc, rc == 0 ? NULL : why);
         return;
     }
     if (kerr) {
-        snprintf(why, sizeof(why), "create topic '%s': %s", a->topic,
-                 rd_kafka_event_error_string(ev));
+        snprintf(why, sizeof(why), "create topic '%s': %s", a->topic, kstr);
         admin_finish(a, SAND_EBUS, why);
         return;
     }
@@ -192,17 +203,38 @@ static void deliver_message(sand_gbus_t *g, rd_kafka_message_t *m)
 
 static void finish_close(sand_gbus_t *g);
 
+static void drain(sand_gbus_t *g);
+
 static void on_poll(uv_poll_t *h, int status, int events)
 {
     sand_gbus_t *g = h->data;
-    g->in_poll = true;
     char buf[256];
     while (read(g->pipe_r, buf, sizeof(buf)) > 0)
         ;
+    drain(g);
+}
+
+/* librdkafka drops a consumer from its group when the application has not called
+ * rd_kafka_consumer_poll for max.poll.interval.ms, even when there was nothing to return; with
+ * wake-ups only on new events, a quiet bus would look like a hung application. */
+static void on_tick(uv_timer_t *t)
+{
+    drain(t->data);
+}
+
+static void drain(sand_gbus_t *g)
+{
+    g->in_poll = true;
     int budget = DRAIN_MAX;
     /* Delivery reports and producer errors. */
     while (budget > 0 && !g->closed && rd_kafka_poll(g->prod, 0) > 0)
         budget--;
+    while (!g->closed && !sand_list_empty(&g->admin_todo)) {
+        struct admin_req *a = SAND_CONTAINER_OF(g->admin_todo.next, struct admin_req, link);
+        char why[512];
+        int rc = create_by_metadata(g, a, why, sizeof(why));
+        admin_finish(a, rc, rc == 0 ? NULL : why);
+    }
     rd_kafka_event_t *ev;
     while (budget > 0 && !g->closed && (ev = rd_kafka_queue_poll(g->admin_q, 0))) {
         on_admin_event(g, ev);
@@ -237,6 +269,10 @@ static int make_producer(sand_gbus_t *g, const sand_gbus_opts *o, sand_err *err)
         rd_kafka_conf_destroy(c);
         return rc;
     }
+    if (o->debug && (rc = conf_set(c, "debug", o->debug, err)) < 0) {
+        rd_kafka_conf_destroy(c);
+        return rc;
+    }
     rd_kafka_conf_set_dr_msg_cb(c, on_delivery);
     rd_kafka_conf_set_log_cb(c, on_kafka_log);
     rd_kafka_conf_set_opaque(c, g);
@@ -254,6 +290,12 @@ static int make_consumer(sand_gbus_t *g, const sand_gbus_opts *o, sand_err *err)
     int rc;
     rd_kafka_conf_t *c = rd_kafka_conf_new();
     snprintf(v, sizeof(v), "%d", o->metadata_refresh_ms > 0 ? o->metadata_refresh_ms : 1000);
+    /* A short session also bounds how long librdkafka's mock cluster makes a member that joins
+     * after another left wait (its rebalance delay is the session timeout minus one second). */
+    int session = o->session_timeout_ms > 0 ? o->session_timeout_ms : 10000;
+    char sess[16], hb[16];
+    snprintf(sess, sizeof(sess), "%d", session);
+    snprintf(hb, sizeof(hb), "%d", session / 4 > 0 ? session / 4 : 1);
     if ((rc = conf_set(c, "bootstrap.servers", o->brokers, err)) < 0 ||
         (rc = conf_set(c, "client.id", o->client_id ? o->client_id : "sandd", err)) < 0 ||
         (rc = conf_set(c, "group.id", o->group_id ? o->group_id : SAND_KAFKA_GROUP, err)) < 0 ||
@@ -261,7 +303,13 @@ static int make_consumer(sand_gbus_t *g, const sand_gbus_opts *o, sand_err *err)
         (rc = conf_set(c, "auto.offset.reset", o->from_latest ? "latest" : "earliest", err)) < 0 ||
         (rc = conf_set(c, "topic.metadata.refresh.interval.ms", v, err)) < 0 ||
         (rc = conf_set(c, "fetch.wait.max.ms", "10", err)) < 0 ||
+        (rc = conf_set(c, "session.timeout.ms", sess, err)) < 0 ||
+        (rc = conf_set(c, "heartbeat.interval.ms", hb, err)) < 0 ||
         (rc = conf_set(c, "enable.partition.eof", "false", err)) < 0) {
+        rd_kafka_conf_destroy(c);
+        return rc;
+    }
+    if (o->debug && (rc = conf_set(c, "debug", o->debug, err)) < 0) {
         rd_kafka_conf_destroy(c);
         return rc;
     }
@@ -324,6 +372,7 @@ int sand_gbus_open(uv_loop_t *loop, const sand_gbus_opts *opts, sand_gbus_t **ou
     g->ud = opts->ud;
     g->default_partitions = opts->default_partitions > 0 ? opts->default_partitions : 8;
     sand_list_init(&g->admin_pending);
+    sand_list_init(&g->admin_todo);
 
     int fds[2];
     if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
@@ -350,6 +399,14 @@ int sand_gbus_open(uv_loop_t *loop, const sand_gbus_opts *opts, sand_gbus_t **ou
     }
     g->poll.data = g;
     uv_poll_start(&g->poll, UV_READABLE, on_poll);
+    uv_timer_init(loop, &g->tick);
+    g->tick.data = g;
+    g->open_handles = 2;
+    if (g->cons) {
+        uv_timer_start(&g->tick, on_tick, 1000, 1000);
+        /* The tick alone must not keep the loop alive. */
+        uv_unref((uv_handle_t *)&g->tick);
+    }
     /* Anything queued before the fd was attached would never signal the edge. */
     if (write(g->pipe_w, "1", 1) < 0 && errno != EAGAIN)
         SAND_WARN("bus", "kafka wake-up pipe: %s", strerror(errno));
@@ -399,6 +456,13 @@ int sand_gbus_ensure_topic(sand_gbus_t *gbus, const char *topic, int partitions,
     a->cb = cb;
     a->ud = ud;
     a->partitions = partitions > 0 ? partitions : gbus->default_partitions;
+    if (gbus->no_controller) {
+        /* Run on the loop, not inside this call: the callback must not run before we return. */
+        sand_list_insert_tail(&gbus->admin_todo, &a->link);
+        if (write(gbus->pipe_w, "1", 1) < 0 && errno != EAGAIN)
+            SAND_WARN("bus", "kafka wake-up pipe: %s", strerror(errno));
+        return 0;
+    }
     rd_kafka_NewTopic_t *nt =
         rd_kafka_NewTopic_new(topic, a->partitions, -1, errstr, sizeof(errstr));
     if (!nt) {
@@ -409,7 +473,10 @@ int sand_gbus_ensure_topic(sand_gbus_t *gbus, const char *topic, int partitions,
     rd_kafka_AdminOptions_t *ao =
         rd_kafka_AdminOptions_new(gbus->prod, RD_KAFKA_ADMIN_OP_CREATETOPICS);
     rd_kafka_AdminOptions_set_opaque(ao, a);
-    rd_kafka_AdminOptions_set_request_timeout(ao, 10000, errstr, sizeof(errstr));
+    /* Bounds the wait for a controller too, which decides how soon a cluster without one (the
+     * mock) falls back to auto-creation. */
+    rd_kafka_AdminOptions_set_request_timeout(ao, 3000, errstr, sizeof(errstr));
+    rd_kafka_AdminOptions_set_operation_timeout(ao, 2500, errstr, sizeof(errstr));
     sand_list_insert_tail(&gbus->admin_pending, &a->link);
     rd_kafka_CreateTopics(gbus->prod, &nt, 1, ao, gbus->admin_q);
     rd_kafka_AdminOptions_destroy(ao);
@@ -453,6 +520,8 @@ void sand_gbus_stats(const sand_gbus_t *gbus, sand_gbus_stats_t *out)
 static void on_poll_closed(uv_handle_t *h)
 {
     sand_gbus_t *g = h->data;
+    if (--g->open_handles > 0)
+        return;
     close(g->pipe_r);
     close(g->pipe_w);
     if (g->close_cb)
@@ -475,8 +544,13 @@ static void finish_close(sand_gbus_t *g)
         struct admin_req *a = SAND_CONTAINER_OF(g->admin_pending.next, struct admin_req, link);
         admin_finish(a, SAND_ECANCELED, "global bus closed");
     }
+    while (!sand_list_empty(&g->admin_todo)) {
+        struct admin_req *a = SAND_CONTAINER_OF(g->admin_todo.next, struct admin_req, link);
+        admin_finish(a, SAND_ECANCELED, "global bus closed");
+    }
     destroy_kafka(g);
     uv_close((uv_handle_t *)&g->poll, on_poll_closed);
+    uv_close((uv_handle_t *)&g->tick, on_poll_closed);
 }
 
 void sand_gbus_close(sand_gbus_t *gbus, int flush_ms, void (*close_cb)(void *ud), void *ud)
