@@ -1,0 +1,5 @@
+"""Second step of the hop benchmark: echoes its event."""
+
+
+def handle(event, context):
+    return event

@@ -1,0 +1,5 @@
+"""Echoes its event."""
+
+
+def handle(event, context):
+    return event
