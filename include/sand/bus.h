@@ -179,8 +179,9 @@ int sand_lbus_reader_open(uv_loop_t *loop, const sand_lbus_reader_opts *opts,
  * key already present is a no-op. Returns 0, SAND_ENOMEM or SAND_EINVAL. */
 int sand_lbus_reader_add(sand_lbus_reader_t *reader, const char *key, sand_err *err);
 
-/* Removes a stream key; entries of it already in flight may still be delivered in the current
- * round. Returns 0 or SAND_ENOTFOUND. */
+/* Removes a stream key. Entries of that key still in the current round's answer are not
+ * delivered; they stay pending in Redis for whoever reads the key again. Returns 0 or
+ * SAND_ENOTFOUND. */
 int sand_lbus_reader_remove(sand_lbus_reader_t *reader, const char *key);
 
 /* Number of keys currently read. */
