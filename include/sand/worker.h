@@ -7,9 +7,11 @@
  * outcome over a pipe, enforces timeout and memory limits, and routes the result in one
  * MULTI/EXEC (docs/internals/protocol.md). A runtime (Python, C) plugs in through
  * sand_worker_runtime_t and reports what its handler did through the sand_worker_ctx_* calls.
- * The worker is single-threaded; every callback runs on its only thread, in the worker process
- * (load, before_fork, after_fork with child=false) or in the grain instance (after_fork with
- * child=true, invoke).
+ * The worker loop is single-threaded; every callback runs on its only thread, in the worker
+ * process (load, before_fork, after_fork with child=false, interrupt) or in the grain instance
+ * (after_fork with child=true, invoke). A runtime that cannot fork (Java) sets threads: invoke()
+ * then runs on instance threads of the worker (thread_start/thread_stop too), one event at a
+ * time per thread.
  */
 #ifndef SAND_WORKER_H
 #define SAND_WORKER_H
@@ -49,7 +51,30 @@ typedef struct sand_worker_runtime {
     /* Releases state at worker shutdown, in the worker (may be NULL). Called also when load
      * failed but left a state behind. */
     void (*unload)(void *state);
+
+    /* ---- threads mode (Java): set threads = true and the core runs each event's invoke() on
+     * an instance thread of the worker process instead of a forked instance: at most the
+     * grain's concurrency of them at once, kept in a pool and reused. before_fork/after_fork are
+     * then never called. invoke() runs on the instance thread and must leave nothing behind
+     * that a later event on the same thread could observe. */
+    bool threads;
+    /* Called on each new instance thread before its first invoke() (attach to the runtime).
+     * Returns the thread's token, handed back to thread_stop and interrupt (may be NULL). */
+    void *(*thread_start)(void *state);
+    /* Called on the instance thread right before it exits (detach). May be NULL. */
+    void (*thread_stop)(void *state, void *token);
+    /* Asks the handler running on the thread of token to stop. Called on the worker's loop
+     * thread while the instance thread is inside invoke() for the event that must stop (the
+     * core holds the thread's lock, so the thread cannot move on to another event meanwhile):
+     * force = false when the instance timed out (Thread.interrupt()), true when it is abandoned
+     * after SAND_WORKER_THREAD_GRACE_MS more (a last attempt such as Thread.stop()). Must not
+     * block. */
+    void (*interrupt)(void *state, void *token, bool force);
 } sand_worker_runtime_t;
+
+/* Threads mode: how long an interrupted instance thread may take to end before its slot is
+ * released and the thread is abandoned (it keeps running; its outcome is discarded). */
+#define SAND_WORKER_THREAD_GRACE_MS 1000
 
 /* The program: parses --grain NAME (or SAND_GRAIN), loads the app and the code, runs the loop
  * until SIGTERM/SIGINT. Returns the process exit code (0 on a clean stop, 1 when Redis is lost
@@ -76,7 +101,9 @@ const char *sand_worker_ctx_error_message(const sand_context *ctx);
 /* The value size limit of the data layer (SAND_VALUE_MAX, default 64 MiB). */
 size_t sand_worker_ctx_value_max(const sand_context *ctx);
 
-/* Writes raw bytes as one log line of the given kind ("log"). */
+/* Writes raw bytes as one log line of the given kind: "log" (context.log), or "stdout",
+ * "stderr", "system" for runtimes that capture an instance's output themselves (threads
+ * mode); any other kind is logged as "log". */
 void sand_worker_ctx_log_line(sand_context *ctx, const char *kind, const char *line, size_t len);
 
 #endif

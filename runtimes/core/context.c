@@ -3,7 +3,8 @@
  * the worker executables so that C grains link against nothing, and called by the Python
  * extension type too), the data layer (context.put/get/delete on lazily opened Redis
  * connections), and the frames that report the outcome to the worker. Everything here runs on
- * the single thread of a grain instance (or of the worker in reuse mode).
+ * the single thread of a grain instance (or of the worker in reuse mode), or on an instance
+ * thread in threads mode, where each thread has its own context and data layer connections.
  */
 #include "worker_internal.h"
 
@@ -74,15 +75,19 @@ void sand__dl_release(sand_dl_t *dl)
     }
 }
 
-static void write_all(int fd, const void *p, size_t n)
+static void write_all(sand_context *ctx, const void *p, size_t n)
 {
     const char *s = p;
-    while (n > 0) {
-        ssize_t w = write(fd, s, n);
+    while (n > 0 && !ctx->gone) {
+        ssize_t w = write(ctx->fd, s, n);
         if (w < 0 && errno == EINTR)
             continue;
-        if (w <= 0)
-            _exit(0); /* the worker is gone: nobody reads this outcome */
+        if (w <= 0) {
+            if (!ctx->thread)
+                _exit(0);     /* the worker is gone: nobody reads this outcome */
+            ctx->gone = true; /* the instance was timed out and abandoned */
+            return;
+        }
         s += w;
         n -= (size_t)w;
     }
@@ -110,16 +115,16 @@ void sand__frame_send(sand_context *ctx, int type, const void *a, size_t alen, c
             memcpy(tmp + 5, a, alen);
         if (blen)
             memcpy(tmp + 5 + alen, b, blen);
-        write_all(ctx->fd, tmp, 5 + alen + blen);
+        write_all(ctx, tmp, 5 + alen + blen);
         return;
     }
     char hdr[5];
     memcpy(hdr, &len, 4);
     hdr[4] = (char)t;
-    write_all(ctx->fd, hdr, 5);
-    write_all(ctx->fd, a, alen);
+    write_all(ctx, hdr, 5);
+    write_all(ctx, a, alen);
     if (blen)
-        write_all(ctx->fd, b, blen);
+        write_all(ctx, b, blen);
 }
 
 /* ---- reporting ----------------------------------------------------------------------- */
@@ -202,6 +207,11 @@ void sand_worker_ctx_log_line(sand_context *ctx, const char *kind, const char *l
 {
     if (len > SAND_WORKER_LOG_LINE_MAX)
         len = SAND_WORKER_LOG_LINE_MAX;
+    if (kind && (strcmp(kind, "stdout") == 0 || strcmp(kind, "stderr") == 0 ||
+                 strcmp(kind, "system") == 0)) {
+        sand__frame_send(ctx, SAND_FRAME_LOGK, kind, strlen(kind) + 1, line, len);
+        return;
+    }
     sand__frame_send(ctx, SAND_FRAME_LOG, line, len, NULL, 0);
 }
 

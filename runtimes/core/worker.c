@@ -7,7 +7,10 @@
  * A second Redis connection carries the writes (routing MULTI/EXEC, log lines), pipelined and
  * flushed once per loop turn. fork() stays off the critical path: a spare instance is forked
  * ahead of time and waits on a pipe; an event is written to that pipe and the next spare is
- * forked afterwards.
+ * forked afterwards. A runtime that cannot fork (Java, rt->threads) runs each event on an
+ * instance thread instead, taken from a pool of at most `concurrency` threads; the thread
+ * reports over a pipe exactly as a forked instance does, and closes its end of that pipe when it
+ * is done with the event, so the loop sees the same EOF as for a process.
  */
 #define _GNU_SOURCE
 #include "sand/worker.h"
@@ -20,6 +23,7 @@
 #include <jansson.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +58,8 @@ typedef struct retry {
     int64_t due_mono;
 } retry_t;
 
+struct tslot;
+
 /* A grain instance: the spare (no event yet) or a running one. */
 typedef struct inst {
     sand_list_t link;
@@ -71,6 +77,9 @@ typedef struct inst {
     int64_t handoff_us, kill_at_mono;
     int killed;
     sand_outcome_t oc;
+    struct tslot *slot; /* threads mode: the thread running the event, else NULL */
+    void *job;          /* threads mode: the job handed to slot (compared, never followed) */
+    int64_t grace_mono; /* threads mode: when a killed instance's thread is abandoned */
 } inst_t;
 
 typedef struct worker {
@@ -82,7 +91,7 @@ typedef struct worker {
     const char *app_name;
     char *code_path;
     char qkey[KEY_MAX], hakey[KEY_MAX], logkey[KEY_MAX];
-    bool reuse, global_bus;
+    bool reuse, global_bus, threads;
     int64_t log_max;
     size_t value_max;
     const char *redis_url, *redis_user, *redis_pass;
@@ -94,6 +103,7 @@ typedef struct worker {
     int running;
     inst_t *spare;
     sand_list_t retries;
+    sand_list_t idle; /* threads mode: idle instance threads (tslot_t) */
     int sig_rfd;
     bool stop, fatal;
     int64_t next_mem_poll;
@@ -659,6 +669,12 @@ static int frames_parse(worker_t *w, const entry_t *e, sand_bytes_t *buf, sand_o
         case SAND_FRAME_LOG:
             log_line(w, e, "log", p, plen);
             break;
+        case SAND_FRAME_LOGK: {
+            const char *nul = memchr(p, 0, plen);
+            if (nul)
+                log_line(w, e, p, nul + 1, plen - (size_t)(nul + 1 - p));
+            break;
+        }
         default:
             break;
         }
@@ -1003,6 +1019,7 @@ static void kill_inst(inst_t *in, int why)
 }
 
 static void inst_route(worker_t *w, inst_t *in);
+static void thread_kill(worker_t *w, inst_t *in, int why);
 
 /* Reads what is available on one of the instance's pipes; closes it on EOF. */
 static void inst_read(worker_t *w, inst_t *in, int *fd, int which)
@@ -1017,6 +1034,8 @@ static void inst_read(worker_t *w, inst_t *in, int *fd, int which)
         if (n <= 0) {
             if (which >= 0)
                 std_bytes(w, in, which, "", 0, true);
+            else if (in->slot)
+                in->reaped = true; /* the thread closed its end: it is done with the event */
             close_fd(fd);
             return;
         }
@@ -1025,8 +1044,11 @@ static void inst_read(worker_t *w, inst_t *in, int *fd, int which)
         } else if (sand_bytes_append(&in->res, buf, (size_t)n) < 0 ||
                    frames_parse(w, in->ent, &in->res, &in->oc) < 0) {
             sand_bytes_reset(&in->res);
-            kill_inst(in, KILL_OUTPUT);
             close_fd(fd);
+            if (in->slot)
+                thread_kill(w, in, KILL_OUTPUT);
+            else
+                kill_inst(in, KILL_OUTPUT);
             return;
         } else if (!in->routed && !in->killed && (in->oc.output || in->oc.error)) {
             inst_route(w, in);
@@ -1065,7 +1087,8 @@ static void inst_route(worker_t *w, inst_t *in)
     if (in->killed == KILL_TIMEOUT) {
         type = "Timeout";
         snprintf(buf, sizeof(buf),
-                 "instance killed after %lld ms (grain timeout %lld ms or execution deadline)",
+                 "instance %s after %lld ms (grain timeout %lld ms or execution deadline)",
+                 in->slot ? "interrupted" : "killed",
                  (long long)((sand_now_us() - in->handoff_us) / 1000),
                  (long long)w->grain->timeout_ms);
         msg = buf;
@@ -1086,6 +1109,9 @@ static void inst_route(worker_t *w, inst_t *in)
         type = "Crashed";
         snprintf(buf, sizeof(buf), "instance killed by signal %d (%s)", sig, strsignal(sig));
         msg = buf;
+    } else if (in->slot) {
+        type = "Crashed";
+        msg = "instance thread ended without reporting a result";
     } else {
         type = "Crashed";
         snprintf(buf, sizeof(buf), "instance exited with status %d without reporting a result",
@@ -1095,7 +1121,8 @@ static void inst_route(worker_t *w, inst_t *in)
     entry_t *e = in->ent;
     in->ent = entry_stub(e);
     in->routed = true;
-    w->running--;
+    if (!in->slot)
+        w->running--; /* a thread keeps its slot until it is done with the event */
     route(w, e, &in->oc, in->pid, type, msg, sig, in->handoff_us);
 }
 
@@ -1120,8 +1147,304 @@ static void inst_done(worker_t *w, inst_t *in)
     inst_free(in);
 }
 
+/* ---- instance threads (threads mode) --------------------------------------------------- */
+
+/* What an instance thread needs to run one event: copies, so that the loop may route and free
+ * the entry while the thread is still inside the handler. */
+typedef struct tjob {
+    char *exec, *wf, *step, *event;
+    size_t event_len;
+    int attempt;
+    int64_t kill_at_us;
+    int fd; /* the write end of the instance's outcome pipe, closed by the thread */
+} tjob_t;
+
+/* An instance thread. While the loop owns it, it is either idle (in w->idle) or running the
+ * job of one instance (inst->slot). Once the loop sets quit or abandoned it forgets the slot,
+ * and the thread frees it when it exits. */
+typedef struct tslot {
+    sand_list_t link;
+    worker_t *w; /* followed only inside invoke() of a job the loop still owns */
+    const sand_worker_runtime_t *rt;
+    void *rt_state;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    tjob_t *job;          /* under mu: the event being run, NULL when idle */
+    bool quit, abandoned; /* under mu */
+    bool started;         /* under mu: thread_start returned token */
+    void *token;
+    sand_dl_t dl; /* this thread's own data layer connections */
+} tslot_t;
+
+/* Threads the loop abandoned that are still running (any thread may read or write it). */
+static _Atomic int threads_abandoned;
+
+static void tjob_free(tjob_t *j)
+{
+    if (!j)
+        return;
+    free(j->exec);
+    free(j->wf);
+    free(j->step);
+    free(j->event);
+    free(j);
+}
+
+static void slot_free(tslot_t *s)
+{
+    sand__dl_release(&s->dl);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s);
+}
+
+/* Runs one job on the instance thread, with its own context and data layer connections. */
+static void slot_run(tslot_t *s, tjob_t *j)
+{
+    sand_context ctx;
+    ctx_setup(s->w, &ctx, j->exec, j->wf, j->step, j->attempt, j->kill_at_us);
+    ctx.fd = j->fd;
+    ctx.thread = true;
+    ctx.dl = &s->dl;
+    run_event(s->w, &ctx, j->event, j->event_len);
+    free(ctx.error_msg);
+}
+
+/* The body of an instance thread: waits for a job, runs it, clears it and closes the outcome
+ * pipe (which tells the loop the thread is free again), until quit or abandoned. */
+static void *slot_main(void *arg)
+{
+    tslot_t *s = arg;
+    sigset_t block;
+    sigemptyset(&block);
+    sigaddset(&block, SIGCHLD);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &block, NULL); /* the loop thread handles them */
+    void *token = s->rt->thread_start ? s->rt->thread_start(s->rt_state) : NULL;
+    pthread_mutex_lock(&s->mu);
+    s->token = token;
+    s->started = true;
+    for (;;) {
+        while (!s->job && !s->quit)
+            pthread_cond_wait(&s->cv, &s->mu);
+        tjob_t *j = s->job;
+        if (!j)
+            break;
+        pthread_mutex_unlock(&s->mu);
+        slot_run(s, j);
+        pthread_mutex_lock(&s->mu);
+        s->job = NULL; /* from here on the loop cannot interrupt this thread for j */
+        bool gone = s->abandoned;
+        pthread_mutex_unlock(&s->mu);
+        close(j->fd);
+        tjob_free(j);
+        pthread_mutex_lock(&s->mu);
+        if (gone)
+            break;
+    }
+    bool abandoned = s->abandoned;
+    pthread_mutex_unlock(&s->mu);
+    if (s->rt->thread_stop)
+        s->rt->thread_stop(s->rt_state, token);
+    if (abandoned)
+        threads_abandoned--;
+    slot_free(s);
+    return NULL;
+}
+
+/* Starts a new idle instance thread. Returns it, or NULL. */
+static tslot_t *slot_new(worker_t *w)
+{
+    tslot_t *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->w = w;
+    s->rt = w->rt;
+    s->rt_state = w->load_error ? NULL : w->rt_state;
+    s->dl = w->dl;
+    s->dl.conn[0] = s->dl.conn[1] = NULL;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    if (w->load_error) {
+        /* nothing to attach to: every event fails with the load error without the runtime */
+        static const sand_worker_runtime_t bare = {.name = "none"};
+        s->rt = &bare;
+    }
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t tid;
+    int rc = pthread_create(&tid, &attr, slot_main, s);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        SAND_ERROR(COMP, "cannot start an instance thread: %s", strerror(rc));
+        slot_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* Hands e to an idle instance thread (started on demand). */
+static void dispatch_thread(worker_t *w, entry_t *e)
+{
+    int64_t now = sand_now_us();
+    int64_t at = kill_at_us(w, e, now);
+    int res[2] = {-1, -1};
+    tslot_t *s = NULL;
+    tjob_t *j = calloc(1, sizeof(*j));
+    inst_t *in = calloc(1, sizeof(*in));
+    if (!sand_list_empty(&w->idle)) {
+        s = SAND_CONTAINER_OF(w->idle.next, tslot_t, link);
+        sand_list_remove(&s->link);
+    } else {
+        s = slot_new(w);
+    }
+    if (!j || !in || !s || make_pipe(res) < 0 || !(j->exec = sand_strdup(e->exec)) ||
+        !(j->wf = sand_strdup(e->wf)) || !(j->step = sand_strdup(e->step)) ||
+        !(j->event = sand_strndup(e->event, e->event_len))) {
+        sand_outcome_t oc;
+        sand__outcome_init(&oc);
+        if (s)
+            sand_list_insert_tail(&w->idle, &s->link);
+        close_fd(&res[0]);
+        close_fd(&res[1]);
+        tjob_free(j);
+        free(in);
+        route(w, e, &oc, getpid(), "Error", "cannot start a grain instance thread", 0, now);
+        return;
+    }
+    j->event_len = e->event_len;
+    j->attempt = e->attempt;
+    j->kill_at_us = at;
+    j->fd = res[1];
+    in->pid = getpid();
+    in->fd_ev = -1;
+    in->fd_res = res[0];
+    in->fd_std[0] = in->fd_std[1] = -1;
+    set_nonblock(in->fd_res);
+    sand_bytes_init(&in->res, (size_t)SAND_WORKER_OUTPUT_MAX + 16);
+    sand_bytes_init(&in->line[0], SAND_WORKER_LOG_LINE_MAX);
+    sand_bytes_init(&in->line[1], SAND_WORKER_LOG_LINE_MAX);
+    sand__outcome_init(&in->oc);
+    in->ent = e;
+    in->slot = s;
+    in->job = j;
+    in->handoff_us = now;
+    in->kill_at_mono = sand_mono_us() + (at - now);
+    sand_list_insert_tail(&w->insts, &in->link);
+    w->running++;
+    pthread_mutex_lock(&s->mu);
+    s->job = j;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* The instance timed out (or its output went over the limit): interrupt its thread if it is
+ * still running the event, and route the failure now; the slot stays taken until the thread
+ * ends or the grace period runs out. Loop thread. */
+static void thread_kill(worker_t *w, inst_t *in, int why)
+{
+    if (in->killed)
+        return;
+    in->killed = why;
+    in->grace_mono = sand_mono_us() + SAND_WORKER_THREAD_GRACE_MS * 1000LL;
+    tslot_t *s = in->slot;
+    pthread_mutex_lock(&s->mu);
+    if (s->job == in->job && s->started && s->rt->interrupt)
+        s->rt->interrupt(s->rt_state, s->token, false);
+    pthread_mutex_unlock(&s->mu);
+    inst_route(w, in);
+}
+
+/* The instance's thread is done with its event (or abandoned): release the slot. */
+static void thread_done(worker_t *w, inst_t *in, bool abandon)
+{
+    tslot_t *s = in->slot;
+    sand_list_remove(&in->link);
+    inst_route(w, in);
+    w->running--;
+    pthread_mutex_lock(&s->mu);
+    bool busy = s->job == in->job;
+    if (abandon && busy) {
+        s->abandoned = true;
+        threads_abandoned++;
+        if (s->started && s->rt->interrupt)
+            s->rt->interrupt(s->rt_state, s->token, true);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (abandon && busy) {
+        int n = threads_abandoned;
+        SAND_WARN(COMP,
+                  "grain '%s': an instance thread ignored its interrupt for %d ms; "
+                  "abandoned (%d still running)",
+                  w->grain->name, SAND_WORKER_THREAD_GRACE_MS, n);
+        if (n >= w->grain->concurrency) {
+            SAND_ERROR(COMP, "grain '%s': %d abandoned instance threads; restarting the worker",
+                       w->grain->name, n);
+            w->fatal = w->stop = true;
+        }
+    } else {
+        sand_list_insert_tail(&w->idle, &s->link);
+    }
+    in->slot = NULL;
+    inst_free(in);
+}
+
+static void reap_threads(worker_t *w)
+{
+    int64_t now = sand_mono_us();
+    sand_list_t *pos, *tmp;
+    sand_list_foreach_safe(pos, tmp, &w->insts)
+    {
+        inst_t *in = SAND_CONTAINER_OF(pos, inst_t, link);
+        if (in->reaped)
+            thread_done(w, in, false);
+        else if (!in->killed && now >= in->kill_at_mono)
+            thread_kill(w, in, KILL_TIMEOUT);
+        else if (in->killed && now >= in->grace_mono)
+            thread_done(w, in, true);
+    }
+}
+
+/* Shutdown: idle threads exit, busy ones are abandoned (their events stay pending and run
+ * again in the next worker). Threads are never joined: the process exits right after. */
+static void shutdown_threads(worker_t *w)
+{
+    sand_list_t *pos, *tmp;
+    sand_list_foreach_safe(pos, tmp, &w->insts)
+    {
+        inst_t *in = SAND_CONTAINER_OF(pos, inst_t, link);
+        tslot_t *s = in->slot;
+        pthread_mutex_lock(&s->mu);
+        if (s->job == in->job)
+            s->abandoned = true;
+        else
+            s->quit = true;
+        pthread_cond_signal(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        sand_list_remove(&in->link);
+        in->slot = NULL;
+        inst_free(in);
+    }
+    w->running = 0;
+    sand_list_foreach_safe(pos, tmp, &w->idle)
+    {
+        tslot_t *s = SAND_CONTAINER_OF(pos, tslot_t, link);
+        sand_list_remove(&s->link);
+        pthread_mutex_lock(&s->mu);
+        s->quit = true;
+        pthread_cond_signal(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
 static void reap(worker_t *w)
 {
+    if (w->threads) {
+        reap_threads(w);
+        return;
+    }
     sand_list_t *pos, *tmp;
     sand_list_foreach_safe(pos, tmp, &w->insts)
     {
@@ -1158,15 +1481,16 @@ static int64_t rss_bytes(pid_t pid)
 static void check_limits(worker_t *w)
 {
     int64_t now = sand_mono_us();
-    bool mem = w->grain->memory > 0 && now >= w->next_mem_poll;
+    /* threads share the worker's memory: the JVM heap is bounded by its options instead */
+    bool mem = w->grain->memory > 0 && now >= w->next_mem_poll && !w->threads;
     if (mem)
         w->next_mem_poll = now + MEM_POLL_MS * 1000;
     sand_list_t *pos, *tmp;
     sand_list_foreach_safe(pos, tmp, &w->insts)
     {
         inst_t *in = SAND_CONTAINER_OF(pos, inst_t, link);
-        if (in->spare || in->killed)
-            continue;
+        if (in->spare || in->killed || in->slot)
+            continue; /* instance threads: reap_threads() */
         if (now >= in->kill_at_mono)
             kill_inst(in, KILL_TIMEOUT);
         else if (mem && rss_bytes(in->pid) > w->grain->memory)
@@ -1193,11 +1517,13 @@ static int poll_timeout(worker_t *w)
     sand_list_foreach_safe(pos, tmp, &w->insts)
     {
         inst_t *in = SAND_CONTAINER_OF(pos, inst_t, link);
+        if (in->slot && in->killed && in->grace_mono < due)
+            due = in->grace_mono;
         if (in->spare || in->killed)
             continue;
         if (in->kill_at_mono < due)
             due = in->kill_at_mono;
-        if (w->grain->memory > 0 && w->next_mem_poll < due)
+        if (w->grain->memory > 0 && !w->threads && w->next_mem_poll < due)
             due = w->next_mem_poll;
     }
     sand_list_foreach_safe(pos, tmp, &w->retries)
@@ -1235,7 +1561,7 @@ static void maybe_read(worker_t *w)
     int n = free_slots(w);
     if (w->rd_busy || n == 0 || w->stop)
         return;
-    if (!w->reuse && !w->spare)
+    if (!w->reuse && !w->threads && !w->spare)
         return;
     cmd_t c = {0};
     args(&c, "XREADGROUP");
@@ -1302,9 +1628,11 @@ static void on_read_reply(worker_t *w, redisReply *r)
             }
             if (w->reuse)
                 dispatch_reuse(w, e);
+            else if (w->threads)
+                dispatch_thread(w, e);
             else if (w->spare)
                 dispatch_fork(w, e);
-            if (!w->reuse && !w->spare && fork_spare(w) < 0) {
+            if (!w->reuse && !w->threads && !w->spare && fork_spare(w) < 0) {
                 w->fatal = w->stop = true;
                 SAND_ERROR(COMP, "cannot fork a grain instance");
             }
@@ -1345,7 +1673,7 @@ static void loop(worker_t *w)
     int *which = NULL;
     size_t cap = 0;
     while (!w->stop) {
-        if (!w->reuse && !w->spare && fork_spare(w) < 0) {
+        if (!w->reuse && !w->threads && !w->spare && fork_spare(w) < 0) {
             usleep(100 * 1000);
             continue;
         }
@@ -1424,6 +1752,8 @@ static void loop(worker_t *w)
 static void shutdown_instances(worker_t *w)
 {
     sand_list_t *pos, *tmp;
+    if (w->threads)
+        shutdown_threads(w);
     sand_list_foreach_safe(pos, tmp, &w->insts)
     {
         inst_t *in = SAND_CONTAINER_OF(pos, inst_t, link);
@@ -1484,6 +1814,7 @@ int sand_worker_main(int argc, char **argv, const sand_worker_runtime_t *rt)
     w.sig_rfd = -1;
     sand_list_init(&w.insts);
     sand_list_init(&w.retries);
+    sand_list_init(&w.idle);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--grain") == 0 && i + 1 < argc)
             grain_name = argv[++i];
@@ -1507,6 +1838,7 @@ int sand_worker_main(int argc, char **argv, const sand_worker_runtime_t *rt)
     w.redis_pass = getenv(SAND_ENV_REDIS_PASS);
     w.reuse = strcmp(env_or(SAND_ENV_INSTANCE, "fork"), "reuse") == 0;
     w.global_bus = strcmp(env_or(SAND_ENV_BUS_MODE, "hierarchical"), "global") == 0;
+    w.threads = rt->threads && !w.reuse;
     int64_t v;
     w.log_max = 10000;
     if (sand_parse_int(env_or(SAND_ENV_LOG_MAX, "10000"), 1, INT64_MAX, &v, &err) == 0)
@@ -1561,6 +1893,8 @@ int sand_worker_main(int argc, char **argv, const sand_worker_runtime_t *rt)
 
     sand_worker_info_t info = {w.app, w.grain, w.app->root ? w.app->root : bundle, w.code_path};
     sand_err lerr = {0};
+    if (w.threads)
+        json_object_seed(0); /* before any instance thread uses jansson */
     if (rt->load(&info, &w.rt_state, &w.load_detail, &lerr) < 0) {
         w.load_error = sand_strdup(lerr.msg);
         SAND_ERROR(COMP, "grain '%s': cannot load '%s': %s", w.grain->name, w.code_path, lerr.msg);
@@ -1568,10 +1902,20 @@ int sand_worker_main(int argc, char **argv, const sand_worker_runtime_t *rt)
         if (w.load_detail)
             log_line(&w, NULL, "system", w.load_detail, strlen(w.load_detail));
     }
+    if (w.threads) {
+        /* one thread ready ahead of the first event, as the spare instance of fork mode */
+        tslot_t *s = slot_new(&w);
+        if (s)
+            sand_list_insert_tail(&w.idle, &s->link);
+    }
     w.pel_mode = true;
     sand_strlcpy(w.cursor, "0", sizeof(w.cursor));
     SAND_INFO(COMP, "grain '%s' of app '%s' (%s, %s) serving '%s'", w.grain->name, w.app_name,
-              rt->name, w.reuse ? "reuse" : "fork", w.qkey);
+              rt->name,
+              w.reuse     ? "reuse"
+              : w.threads ? "threads"
+                          : "fork",
+              w.qkey);
     loop(&w);
     rc = w.fatal ? 1 : 0;
 out:

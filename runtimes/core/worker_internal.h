@@ -18,6 +18,7 @@ enum {
     SAND_FRAME_ERROR = 4,  /* {"type","message","traceback"?} JSON */
     SAND_FRAME_NEXT = 5,   /* u32 step length, step, event JSON */
     SAND_FRAME_LOG = 6,    /* one log line (context.log) */
+    SAND_FRAME_LOGK = 7,   /* kind ("stdout", "stderr", "system"), NUL, one log line */
 };
 
 /* The instance's data layer connections, opened lazily on first use (in the instance, never in
@@ -40,6 +41,8 @@ struct sand_context {
     sand_dl_t *dl;
     char *error_msg; /* sand_ctx_error() */
     bool reported;   /* an OUTPUT or ERROR frame was sent */
+    bool thread;     /* an instance thread: a failed write drops the frame, never _exit() */
+    bool gone;       /* thread: the worker closed the pipe; later frames are dropped */
 };
 
 struct sand_buf {
@@ -47,7 +50,8 @@ struct sand_buf {
 };
 
 /* Sends one frame of the given type (payload in two pieces, b may be NULL). Writes that fail
- * because the worker is gone end the instance (_exit), since nobody would read the outcome. */
+ * because the worker is gone end the instance (_exit), since nobody would read the outcome; on
+ * an instance thread (ctx->thread) they mark ctx gone instead and later frames are dropped. */
 void sand__frame_send(sand_context *ctx, int type, const void *a, size_t alen, const void *b,
                       size_t blen);
 
