@@ -1376,11 +1376,15 @@ static void thread_done(worker_t *w, inst_t *in, bool abandon)
     if (abandon && busy) {
         int n = threads_abandoned;
         SAND_WARN(COMP,
-                  "grain '%s': an instance thread ignored its interrupt for %d ms; "
-                  "abandoned (%d still running)",
+                  "grain '%s': an instance thread ignored its interrupt for %d ms; forced to "
+                  "stop and released (%d such threads not ended yet)",
                   w->grain->name, SAND_WORKER_THREAD_GRACE_MS, n);
-        if (n >= w->grain->concurrency) {
-            SAND_ERROR(COMP, "grain '%s': %d abandoned instance threads; restarting the worker",
+        /* threads that ignore even the forced stop (stuck in native code) would pile up:
+         * past the grain's concurrency only a new process gets the CPU back */
+        if (n > w->grain->concurrency) {
+            SAND_ERROR(COMP,
+                       "grain '%s': %d instance threads cannot be stopped; restarting "
+                       "the worker",
                        w->grain->name, n);
             w->fatal = w->stop = true;
         }

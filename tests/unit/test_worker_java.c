@@ -302,17 +302,18 @@ static int group_teardown(void **state)
     return 0;
 }
 
-static int each_setup(void **state)
-{
-    if (UNDER_ASAN)
-        skip();
-    return 0;
-}
+/* The JVM does not run under AddressSanitizer: every test skips itself there. */
+#define SKIP_UNDER_ASAN()                                                                          \
+    do {                                                                                           \
+        if (UNDER_ASAN)                                                                            \
+            skip();                                                                                \
+    } while (0)
 
 /* ---- tests --------------------------------------------------------------------------- */
 
 static void test_output(void **state)
 {
+    SKIP_UNDER_ASAN();
     fields f = {0};
     send_event("jb", "x-ids", "", "jb", "{\"op\":\"ids\"}");
     ha_wait("x-ids", "end", "ok", &f);
@@ -349,6 +350,7 @@ static void test_output(void **state)
 
 static void test_exception(void **state)
 {
+    SKIP_UNDER_ASAN();
     send_event("jb", "x-exc", "", "jb", "{\"op\":\"raise\"}");
     json_t *o = failure("x-exc");
     assert_string_equal(jstr(o, "type"), "java.lang.IllegalStateException");
@@ -379,6 +381,7 @@ static void test_exception(void **state)
 
 static void test_timeout(void **state)
 {
+    SKIP_UNDER_ASAN();
     /* a handler that sleeps is interrupted at its timeout (1 s) */
     int64_t t0 = sand_mono_us();
     send_event("ja", "x-sleep", "", "ja", "{\"op\":\"sleep\"}");
@@ -411,6 +414,7 @@ static void test_timeout(void **state)
 
 static void test_concurrency(void **state)
 {
+    SKIP_UNDER_ASAN();
     enum { N = 8 };
     char exec[N][32];
     for (int i = 0; i < N; i++) {
@@ -434,6 +438,7 @@ static void test_concurrency(void **state)
 
 static void test_data_layer(void **state)
 {
+    SKIP_UNDER_ASAN();
     fields f = {0};
     send_event("jb", "x-dl", "", "jb", "{\"op\":\"dl\"}");
     ha_wait("x-dl", "end", "ok", &f);
@@ -463,6 +468,7 @@ static void test_data_layer(void **state)
 
 static void test_logs(void **state)
 {
+    SKIP_UNDER_ASAN();
     send_event("jb", "x-log", "", "jb", "{\"op\":\"print\"}");
     ha_wait("x-log", "end", "ok", NULL);
     bool out = false, err = false, log = false;
@@ -499,6 +505,7 @@ static void test_logs(void **state)
 
 static void test_workflow(void **state)
 {
+    SKIP_UNDER_ASAN();
     fields f = {0};
     send_event("jb", "x-seq", "seq", "j1", "{\"op\":\"echo\",\"v\":7}");
     ha_wait("x-seq", "end", "ok", &f);
@@ -541,6 +548,7 @@ static int cmp_i64(const void *a, const void *b)
  * instance's started_us minus the first's finished_us (as bench/hop and test_worker do). */
 static void test_bench(void **state)
 {
+    SKIP_UNDER_ASAN();
     const char *env = getenv("SAND_BENCH_HOP");
     if (!env)
         skip();
@@ -597,14 +605,10 @@ static void test_bench(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_output, each_setup),
-        cmocka_unit_test_setup(test_exception, each_setup),
-        cmocka_unit_test_setup(test_timeout, each_setup),
-        cmocka_unit_test_setup(test_concurrency, each_setup),
-        cmocka_unit_test_setup(test_data_layer, each_setup),
-        cmocka_unit_test_setup(test_logs, each_setup),
-        cmocka_unit_test_setup(test_workflow, each_setup),
-        cmocka_unit_test_setup(test_bench, each_setup),
+        cmocka_unit_test(test_output),     cmocka_unit_test(test_exception),
+        cmocka_unit_test(test_timeout),    cmocka_unit_test(test_concurrency),
+        cmocka_unit_test(test_data_layer), cmocka_unit_test(test_logs),
+        cmocka_unit_test(test_workflow),   cmocka_unit_test(test_bench),
     };
     signal(SIGPIPE, SIG_IGN);
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
