@@ -50,6 +50,8 @@ typedef struct worker {
     int64_t restart_at;   /* monotonic us, when state is W_RESTARTING */
 } worker_t;
 
+#define PUBLISH_INTERVAL_US (2 * 1000000)
+
 typedef struct sup {
     const char *app;
     const char *bundle;
@@ -65,6 +67,7 @@ typedef struct sup {
     int64_t kill_at; /* monotonic us: SIGKILL what is left */
     bool killed;
     int64_t grace_ms;
+    int64_t publish_at; /* next periodic re-publication of every worker's status */
 } sup_t;
 
 /* ---- Redis reporting --------------------------------------------------------------------- */
@@ -212,25 +215,6 @@ static void app_log(sup_t *s, const char *grain, const char *fmt, ...)
                           SAND_F_LOG_MSG,  msg};
     if ((r = redis_cmd(s, (int)SAND_ARRAY_LEN(argv), argv)))
         freeReplyObject(r);
-}
-
-static void unpublish_all(sup_t *s)
-{
-    char key[128];
-    redisReply *r;
-    const char **argv;
-    size_t n = 0;
-
-    if (!s->redis || !(argv = calloc(s->n_workers + 2, sizeof(*argv))))
-        return;
-    snprintf(key, sizeof(key), SAND_KEY_SUP_FMT, s->app);
-    argv[n++] = "HDEL";
-    argv[n++] = key;
-    for (size_t i = 0; i < s->n_workers; i++)
-        argv[n++] = s->workers[i].grain;
-    if ((r = redis_cmd(s, (int)n, argv)))
-        freeReplyObject(r);
-    free(argv);
 }
 
 /* ---- workers ----------------------------------------------------------------------------- */
@@ -480,6 +464,8 @@ static int64_t next_deadline(const sup_t *s)
         t = s->kill_at;
     if (s->redis_stale && !s->redis && s->redis_url && s->redis_retry_at < t)
         t = s->redis_retry_at;
+    if (!s->stopping && s->publish_at < t)
+        t = s->publish_at;
     return t;
 }
 
@@ -555,6 +541,7 @@ int sand_sup_run(const sand_sup_opts_t *opts)
             s.n_workers);
     for (size_t i = 0; i < s.n_workers; i++)
         worker_start(&s, &s.workers[i]);
+    s.publish_at = sand_mono_us() + PUBLISH_INTERVAL_US;
 
     for (;;) {
         struct pollfd pfd = {.fd = sfd, .events = POLLIN};
@@ -592,11 +579,17 @@ int sand_sup_run(const sand_sup_opts_t *opts)
         }
         if (s.redis_stale && !s.redis && s.redis_url && now >= s.redis_retry_at)
             redis_connect(&s);
+        /* Re-publish every worker's status now and then: the hash is the host agent's view of
+         * this sandbox, and a write lost to a reconnect or raced by a replaced sandbox heals. */
+        if (!s.stopping && now >= s.publish_at) {
+            for (size_t i = 0; i < s.n_workers; i++)
+                publish_worker(&s, &s.workers[i]);
+            s.publish_at = now + PUBLISH_INTERVAL_US;
+        }
     }
 
     kill_children();
     app_log(&s, NULL, "supervisor of '%s' stopped", s.app);
-    unpublish_all(&s);
     if (s.redis)
         redisFree(s.redis);
     close(sfd);

@@ -222,6 +222,8 @@ typedef struct sand_gbus_opts {
     int metadata_refresh_ms;       /* how fast new topics matching the regex are seen; 0 -> 1000 */
     int default_partitions;        /* used by ensure_topic when partitions <= 0; 0 -> 8 */
     bool from_latest;              /* with no committed offset: false -> earliest, true -> latest */
+    bool assign;                   /* no subscription: partitions are added by sand_gbus_assign
+                                      (a single host owning all partitions, no group rebalance) */
     int session_timeout_ms;        /* consumer group session; 0 -> 10000 (>= 6000 on brokers) */
     const char *debug;             /* librdkafka debug contexts ("cgrp,topic"), NULL for none */
     sand_gbus_record_cb record_cb; /* required unless subscribe is "" */
@@ -246,6 +248,11 @@ int sand_gbus_produce(sand_gbus_t *gbus, const char *topic, const void *key, siz
  * Returns 0 (cb runs once) or < 0 (cb never runs). */
 int sand_gbus_ensure_topic(sand_gbus_t *gbus, const char *topic, int partitions,
                            sand_gbus_done_cb cb, void *ud, sand_err *err);
+
+/* Adds partitions 0..partitions-1 of topic to the consumer's assignment (opts.assign mode),
+ * starting at the group's committed offsets (else per from_latest). The topic need not exist
+ * yet. Returns 0 or < 0 with err set. Loop thread. */
+int sand_gbus_assign(sand_gbus_t *gbus, const char *topic, int partitions, sand_err *err);
 
 /* Commits, asynchronously, that every record of topic/partition up to and including `offset`
  * is handled (the committed position is offset + 1). Failures are logged. Returns 0 or < 0. */

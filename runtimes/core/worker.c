@@ -106,9 +106,13 @@ typedef struct worker {
     sand_list_t idle; /* threads mode: idle instance threads (tslot_t) */
     int sig_rfd;
     bool stop, fatal;
+    bool draining;       /* SIGTERM: no new events; running instances finish (bounded) */
+    int64_t drain_until; /* monotonic us */
     int64_t next_mem_poll;
     sand_dl_t dl;
 } worker_t;
+
+#define DRAIN_US (5 * 1000000LL) /* longest wait for running instances at SIGTERM */
 
 /* The write end of the self-pipe; the only state a signal handler can reach. */
 static int sig_wfd = -1;
@@ -1563,7 +1567,7 @@ static void group_create(worker_t *w)
 static void maybe_read(worker_t *w)
 {
     int n = free_slots(w);
-    if (w->rd_busy || n == 0 || w->stop)
+    if (w->rd_busy || n == 0 || w->stop || w->draining)
         return;
     if (!w->reuse && !w->threads && !w->spare)
         return;
@@ -1743,7 +1747,14 @@ static void loop(worker_t *w)
         }
         reap(w);
         check_limits(w);
-        if (sig_stop)
+        if (sig_stop && !w->draining) {
+            /* stop taking events; let the instances in flight finish and be routed, so a
+             * redeploy or a stop does not fail them (what is left is re-read by the next
+             * worker from the pending entries) */
+            w->draining = true;
+            w->drain_until = sand_mono_us() + DRAIN_US;
+        }
+        if (w->draining && (w->running == 0 || sand_mono_us() > w->drain_until))
             w->stop = true;
     }
     free(pfds);

@@ -323,6 +323,8 @@ static int make_consumer(sand_gbus_t *g, const sand_gbus_opts *o, sand_err *err)
     }
     /* Rebalances, commit results and errors come through the consumer queue too. */
     rd_kafka_poll_set_consumer(g->cons);
+    if (o->assign)
+        return 0; /* partitions come from sand_gbus_assign(): no group membership to wait for */
     const char *re = o->subscribe ? o->subscribe : "^sand\\..*";
     rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(subs, re, RD_KAFKA_PARTITION_UA);
@@ -498,6 +500,26 @@ int sand_gbus_commit(sand_gbus_t *gbus, const char *topic, int32_t partition, in
     if (kerr)
         return sand_err_set(err, SAND_EBUS, "commit '%s' [%d] at %lld: %s", topic, (int)partition,
                             (long long)offset, rd_kafka_err2str(kerr));
+    return 0;
+}
+
+int sand_gbus_assign(sand_gbus_t *gbus, const char *topic, int partitions, sand_err *err)
+{
+    if (!gbus->cons)
+        return sand_err_set(err, SAND_EINVAL, "global bus has no consumer");
+    if (partitions <= 0 || partitions > 100000)
+        return sand_err_set(err, SAND_EINVAL, "bad partition count %d", partitions);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(partitions);
+    for (int p = 0; p < partitions; p++)
+        rd_kafka_topic_partition_list_add(l, topic, p)->offset = RD_KAFKA_OFFSET_STORED;
+    rd_kafka_error_t *e = rd_kafka_incremental_assign(gbus->cons, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (e) {
+        int rc =
+            sand_err_set(err, SAND_EBUS, "kafka assign '%s': %s", topic, rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        return rc;
+    }
     return 0;
 }
 

@@ -441,8 +441,9 @@ static void proc_stop(sand_sbx_t *sbx)
     ps->stop_started_ms = (int64_t)uv_now(sbx->drv->loop);
     ps->dead_since_ms = 0;
     ps->killed = false;
-    if (kill(-sbx->pid, SIGTERM) < 0 && errno == ESRCH)
-        kill(sbx->pid, SIGTERM);
+    /* SIGTERM to the supervisor only (as docker stop does to PID 1): it asks the workers to
+     * drain; the whole group gets SIGKILL only when the grace period is over */
+    kill(sbx->pid, SIGTERM);
     uv_timer_start(&ps->timer, stop_tick, GROUP_POLL_MS, GROUP_POLL_MS);
 }
 

@@ -71,6 +71,7 @@ static void waiter_req_closed(sand_http_req_t *req, void *ud)
     waiter_t *w = ud;
     if (w->d->engine)
         sand_engine_forget_waiter(w->d->engine, w->id);
+    w->d->waiters--;
     free(w);
 }
 
@@ -79,6 +80,7 @@ static void invocation_done(sand_engine_t *eng, const sand_exec_t *x, int status
     waiter_t *w = ud;
     sand_http_req_t *req = w->req;
     sand_http_req_on_close(req, NULL, NULL);
+    w->d->waiters--;
     char hdr[96];
     snprintf(hdr, sizeof(hdr), "X-Sand-Execution-Id: %s\r\n", w->id);
     if (status < 0 || !x) {
@@ -156,6 +158,7 @@ static void invoke(route_ctx_t *c, app_entry_t *a, const sand_workflow_t *wf, co
         return;
     }
     sand_strlcpy(w->id, id, sizeof(w->id));
+    c->d->waiters++;
     sand_http_req_on_close(c->req, waiter_req_closed, w);
 }
 
@@ -596,7 +599,7 @@ void api_handle(sand_http_req_t *req, void *ud)
             respond_unauthorized(req);
             return;
         }
-        if (!d->serving) {
+        if (!d->serving || (d->draining && r->fn != r_healthz)) {
             sand_http_respond_error(req, 503, "unavailable", "sandd is not serving");
             return;
         }

@@ -75,10 +75,27 @@ static void log_reply(sand_lbus_t *lbus, int status, const redisReply *reply, co
         SAND_WARN(COMP, "%s: %s", what, reply->str);
 }
 
+struct topic_req {
+    sand_daemon *d;
+    char topic[256];
+};
+
+/* The topic exists: add its partitions to the consumer's assignment (once per topic), so the
+ * committed offsets can be fetched. */
 static void topic_done(sand_gbus_t *gbus, int status, const char *errstr, void *ud)
 {
+    struct topic_req *t = ud;
+    sand_daemon *d = t->d;
     if (status < 0 && status != SAND_ECANCELED)
-        SAND_WARN(COMP, "global bus topic: %s", errstr);
+        SAND_WARN(COMP, "global bus topic '%s': %s", t->topic, errstr);
+    if (status == 0 && !d->stopping && !sand_map_get(&d->assigned, t->topic)) {
+        sand_err aerr;
+        if (sand_gbus_assign(gbus, t->topic, (int)d->cfg.global_bus_partitions, &aerr) < 0)
+            SAND_WARN(COMP, "%s", aerr.msg);
+        else
+            sand_map_set(&d->assigned, t->topic, d, NULL);
+    }
+    free(t);
 }
 
 /* Creates (or refreshes) the app's ACL user, its queues' consumer groups and its topics. */
@@ -107,8 +124,14 @@ static void prepare_buses(sand_daemon *d, app_entry_t *a)
         sand_lbus_command(d->lbus, log_reply, "xgroup create", "XGROUP CREATE %s %s 0 MKSTREAM", q,
                           SAND_GROUP_WORKERS);
         snprintf(topic, sizeof(topic), SAND_TOPIC_FMT, a->name, a->model->grains[i]->name);
-        sand_gbus_ensure_topic(d->gbus, topic, (int)d->cfg.global_bus_partitions, topic_done, NULL,
-                               NULL);
+        struct topic_req *t = calloc(1, sizeof(*t));
+        if (!t)
+            continue;
+        t->d = d;
+        sand_strlcpy(t->topic, topic, sizeof(t->topic));
+        if (sand_gbus_ensure_topic(d->gbus, topic, (int)d->cfg.global_bus_partitions, topic_done, t,
+                                   NULL) < 0)
+            free(t);
     }
     char ha[128];
     snprintf(ha, sizeof(ha), SAND_KEY_AGENT_FMT, a->name);

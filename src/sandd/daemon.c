@@ -169,6 +169,8 @@ static void on_tick(uv_timer_t *t)
     api_follow_tick(t);
     if (d->gbus)
         commit_offsets(d);
+    if (d->draining && (d->waiters == 0 || sand_mono_us() > d->drain_deadline_us))
+        sandd_stop(d);
 }
 
 static void on_agent_entry(sand_lbus_reader_t *r, const sand_lbus_entry_t *e, void *ud)
@@ -177,11 +179,21 @@ static void on_agent_entry(sand_lbus_reader_t *r, const sand_lbus_entry_t *e, vo
     sand_engine_on_agent_entry(d->engine, e);
 }
 
+#define DRAIN_MS 10000
+
 static void on_signal(uv_signal_t *s, int signum)
 {
     sand_daemon *d = s->data;
-    SAND_INFO(COMP, "signal %d: draining and stopping", signum);
-    sandd_stop(d);
+    if (d->draining || signum == SIGINT) {
+        SAND_INFO(COMP, "signal %d: stopping", signum);
+        sandd_stop(d);
+        return;
+    }
+    /* let blocking invocations in flight get their answers (bounded), refuse new work */
+    SAND_INFO(COMP, "signal %d: draining %zu waiting invocation(s), then stopping", signum,
+              d->waiters);
+    d->draining = true;
+    d->drain_deadline_us = sand_mono_us() + DRAIN_MS * 1000;
 }
 
 static int open_buses(sand_daemon *d, sand_err *err)
@@ -231,6 +243,7 @@ static int open_buses(sand_daemon *d, sand_err *err)
                          .client_id = "sandd",
                          .default_partitions = (int)d->cfg.global_bus_partitions,
                          .from_latest = false,
+                         .assign = true,
                          .record_cb = on_record,
                          .ud = d};
     if (sand_gbus_open(d->loop, &go, &d->gbus, err) < 0)
@@ -271,6 +284,7 @@ int sandd_start(sand_daemon *d, sand_err *err)
     sand_map_init(&d->apps);
     sand_map_init(&d->series);
     sand_map_init(&d->offsets);
+    sand_map_init(&d->assigned);
     sand_list_init(&d->followers);
     if (!realpath(d->cfg.data_dir, d->data_dir)) {
         if (mkdir_p(d->cfg.data_dir, 0700, err) < 0)

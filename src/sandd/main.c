@@ -155,6 +155,7 @@ int main(int argc, char **argv)
     uv_run(&loop, UV_RUN_DEFAULT);
     metrics_release(&d);
     sand_map_release(&d.offsets, free);
+    sand_map_release(&d.assigned, NULL);
     int rc = uv_loop_close(&loop);
     if (rc != 0)
         sand_log(SAND_LOG_WARN, "sandd", "loop closed with handles left: %s", uv_strerror(rc));

@@ -86,11 +86,15 @@ struct sand_daemon {
     sand_engine_t *engine;
     sand_map_t apps;       /* name -> app_entry_t */
     sand_map_t series;     /* "app/workflow/step" -> metric_series_t */
+    sand_map_t assigned;   /* global-bus topics in the consumer's assignment */
     sand_map_t offsets;    /* "topic\npartition" -> int64_t*: highest handled offset to commit */
     sand_list_t followers; /* log followers */
     uv_signal_t sigterm, sigint;
     uv_timer_t follow_timer;
     int64_t started_us;
+    size_t waiters; /* blocking invocations waiting for their execution */
+    int64_t drain_deadline_us;
+    bool draining; /* SIGTERM: new requests get 503, waiters finish, then stop */
     bool serving;
     bool stopping;
     int exit_code;

@@ -96,12 +96,13 @@ class BundleTests(SanddTestCase):
         info = tarfile.TarInfo("big")
         info.size = 1 << 30
         raw = io.BytesIO()
-        with tarfile.open(fileobj=raw, mode="w") as t:
-            for i, d in APP_FILES:
-                t.addfile(i, io.BytesIO(d))
-        hdr = info.tobuf()
+        t = tarfile.open(fileobj=raw, mode="w")
+        for i, d in APP_FILES:
+            t.addfile(i, io.BytesIO(d))
+        end = t.offset  # where the end-of-archive blocks would start
+        t.close()
         import gzip
-        data = gzip.compress(raw.getvalue()[:-1024] + hdr + b"\0" * 4096)
+        data = gzip.compress(raw.getvalue()[:end] + info.tobuf() + b"x" * 65536)
         self.assertRejected(data, "big")
 
     def test_not_gzip(self):
@@ -129,7 +130,8 @@ class BundleTests(SanddTestCase):
             f.write(CODE_V2)
         self.sandd.deploy(d2)
         for eid in ids:
-            self.assertEqual(self.sandd.wait_execution(eid)["status"], "succeeded")
+            ex = self.sandd.wait_execution(eid)
+            self.assertEqual(ex["status"], "succeeded", ex)
         self.assertEqual(self.sandd.request("POST", "/v1/apps/temp/workflows/w", {}).json(), {"version": 2})
         desc = self.sandd.request("GET", "/v1/apps/temp").json()
         self.assertEqual(desc["version"], 2)
