@@ -628,6 +628,8 @@ static int topic_partitions(const char *bootstrap, const char *topic)
     return n;
 }
 
+/* A consumer in assignment mode, as sandd runs it: the topic's 4 partitions are assigned
+ * directly, starting at the group's committed offsets. */
 static sand_gbus_t *open_gbus(uv_loop_t *loop, const char *bs, struct gctx *c)
 {
     sand_gbus_t *g;
@@ -636,6 +638,7 @@ static sand_gbus_t *open_gbus(uv_loop_t *loop, const char *bs, struct gctx *c)
                         .group_id = "sand-test",
                         .metadata_refresh_ms = 200,
                         .session_timeout_ms = 6000,
+                        .assign = true,
                         .debug = getenv("SAND_TEST_KAFKA_DEBUG"),
                         .record_cb = on_record,
                         .ud = c};
@@ -643,6 +646,7 @@ static sand_gbus_t *open_gbus(uv_loop_t *loop, const char *bs, struct gctx *c)
     if (rc)
         printf("# %s\n", err.msg);
     assert_int_equal(rc, 0);
+    assert_int_equal(sand_gbus_assign(g, c->topic, 4, &err), 0);
     return g;
 }
 
