@@ -991,11 +991,14 @@ static void std_bytes(worker_t *w, inst_t *in, int which, const char *p, size_t 
             if (k < take)
                 in->line_skip[which] = true; /* the rest of an overlong line is dropped */
         }
-        if (nl || line->len == SAND_WORKER_LOG_LINE_MAX) {
-            if (in->logged < SAND_WORKER_LOG_BYTES_MAX) {
+        bool tail_of_cut = nl && line->len == 0 && in->line_skip[which];
+        if ((nl && !tail_of_cut) || line->len == SAND_WORKER_LOG_LINE_MAX) {
+            bool cut = line->len == SAND_WORKER_LOG_LINE_MAX;
+            if (in->logged < SAND_WORKER_LOG_BYTES_MAX && !(cut && in->truncated)) {
                 log_line(w, in->ent, kind, line->data, line->len);
                 in->logged += line->len + 1;
-            } else if (!in->truncated) {
+            }
+            if ((cut || in->logged >= SAND_WORKER_LOG_BYTES_MAX) && !in->truncated) {
                 in->truncated = true;
                 static const char t[] = "output truncated";
                 log_line(w, in->ent, "system", t, sizeof(t) - 1);
