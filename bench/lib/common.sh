@@ -68,14 +68,30 @@ deploy() {
     "$BIN/sandctl" --server "$SAND_URL" --key "$SAND_KEY" deploy "$1" >/dev/null
 }
 
-# stop_sandd: SIGTERM the last started sandd, then stop what it left running.
+# sandbox_pids PID: the process-driver sandboxes (sand-supervisor children) of sandd PID.
+sandbox_pids() {
+    local t c
+    for t in /proc/"$1"/task/*/children; do
+        for c in $(cat "$t" 2>/dev/null); do
+            [[ $(cat /proc/"$c"/comm 2>/dev/null) == sand-supervisor ]] && echo "$c"
+        done
+    done
+}
+
+# stop_sandd: SIGTERM the last started sandd, then stop what it left running. The process
+# driver's supervisors outlive both SIGTERM and --shutdown-all (see docs/performance.md), so
+# the ones this sandd started are stopped by pid afterwards.
 stop_sandd() {
     local n=${#SANDD_PIDS[@]}
     ((n > 0)) || return 0
-    local pid=${SANDD_PIDS[n - 1]} data=${SANDD_DATAS[n - 1]}
+    local pid=${SANDD_PIDS[n - 1]} data=${SANDD_DATAS[n - 1]} sbx s
+    sbx=$(sandbox_pids "$pid")
     kill -TERM "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     "$BIN/sandd" --shutdown-all --data-dir "$data" >/dev/null 2>&1 || true
+    for s in $sbx; do
+        [[ $(cat /proc/"$s"/comm 2>/dev/null) == sand-supervisor ]] && kill -TERM "$s" 2>/dev/null
+    done
     rm -rf "$data" "$data.yaml" "$data.log"
     unset "SANDD_PIDS[n-1]" "SANDD_DATAS[n-1]"
     SANDD_PIDS=("${SANDD_PIDS[@]}")
