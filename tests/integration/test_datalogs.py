@@ -6,17 +6,19 @@ execution ids, `follow` streaming, and a grain printing without bound not hurtin
 import json
 import os
 import socket
+import subprocess
 import threading
 import time
 import unittest
 
-from harness import SanddTestCase, write_bundle
+from harness import BIN, SanddTestCase, write_bundle
 
 DATA_APP = """
 app: data
 grains:
   py: {runtime: python, code: d.py, timeout: 120s}
   c: {runtime: c, code: d.c, handler: handle, timeout: 120s}
+  j: {runtime: java, code: java, handler: dl.Values, timeout: 120s, jvm_options: -Xmx512m}
   chatty: {runtime: python, code: d.py, handler: chatty, timeout: 120s}
   spy: {runtime: python, code: d.py, handler: spy}
 """
@@ -103,6 +105,28 @@ int handle(const sand_event *in, sand_context *ctx, sand_buf *out)
 }
 '''
 
+JAVA = r'''
+package dl;
+
+import java.util.Arrays;
+
+public final class Values implements sand.Grain {
+    public String handle(String eventJson, sand.Context ctx) throws Exception {
+        int n = Integer.parseInt(eventJson.replaceAll(".*\"n\":\\s*(\\d+).*", "$1"));
+        String scope = eventJson.contains("global") ? sand.Context.GLOBAL : sand.Context.LOCAL;
+        byte[] v = new byte[n];
+        for (int i = 0; i < n; i++)
+            v[i] = (byte) ((i * 7 + 3) % 256);
+        ctx.put("jkey", v, scope);
+        byte[] got = ctx.get("jkey", scope);
+        boolean ok = got != null && Arrays.equals(got, v);
+        ctx.delete("jkey", scope);
+        boolean gone = ctx.get("jkey", scope) == null;
+        return "{\"ok\":" + ok + ",\"gone\":" + gone + ",\"len\":" + (got == null ? -1 : got.length) + "}";
+    }
+}
+'''
+
 VICTIM = """
 app: victim
 grains:
@@ -114,7 +138,12 @@ class DataAndLogs(SanddTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.sandd.deploy(write_bundle(cls.tmp + "/data", {"app.yaml": DATA_APP, "d.py": PY, "d.c": C}))
+        d = write_bundle(cls.tmp + "/data", {"app.yaml": DATA_APP, "d.py": PY, "d.c": C,
+                                             "src/dl/Values.java": JAVA})
+        os.makedirs(d + "/java")
+        subprocess.run(["javac", "--release", "17", "-cp", os.path.join(BIN, "..", "lib", "sand.jar"),
+                        "-d", d + "/java", d + "/src/dl/Values.java"], check=True)
+        cls.sandd.deploy(d)
         cls.sandd.deploy(write_bundle(cls.tmp + "/victim", {"app.yaml": VICTIM,
                                                             "v.py": "def handle(e, c):\n    c.put('secret', b'x')\n    return {}\n"}))
 
@@ -136,6 +165,12 @@ class DataAndLogs(SanddTestCase):
         for scope in ("local", "global"):
             for n in (0, 1, 64 * 1024 * 1024):
                 self.assertEqual(self.grain("c", {"n": n, "scope": scope}).json(), {"ok": True, "len": n})
+
+    def test_java_values(self):
+        for scope in ("local", "global"):
+            for n in (0, 1, 64 * 1024 * 1024):
+                self.assertEqual(self.grain("j", {"n": n, "scope": scope}).json(),
+                                 {"ok": True, "gone": True, "len": n}, (n, scope))
 
     def test_oversized_value_refused(self):
         err = self.grain("py", {"n": 64 * 1024 * 1024 + 1, "scope": "local"}, expect=502).json()["error"]
