@@ -5,7 +5,8 @@ started_us, i.e. the instance running the handler). The platform's overhead is t
 the critical path of compute (extract + transform + max(thumbnail, store) + collect).
 
   pipeline.py run MODE URL KEY N OUT.json
-  pipeline.py report OUT.json...
+  pipeline.py data URL KEY N OUT.json     1 MiB put + get through the local data layer
+  pipeline.py report OUT.json... [DATA.json]
 """
 
 import json
@@ -47,6 +48,18 @@ def run(mode, url, key, n, out):
         json.dump({"mode": mode, "cold": [cold], "warm": warm}, f)
 
 
+def data(url, key, n, out):
+    client = benchlib.Sand(url, key)
+    res = {}
+    for size in (1024, 1 << 20):
+        st, _, body = client.invoke("bench-data", "putget", {"size": size, "n": n})
+        if st != 200:
+            raise RuntimeError(f"invoke: {st} {body[:300]!r}")
+        res[str(size)] = json.loads(body)
+    with open(out, "w") as f:
+        json.dump({"data_layer": res}, f)
+
+
 LABELS = {
     "sand": "SAND (app sandbox, local bus, fork)",
     "openwhisk": "grain sandbox + global bus (OpenWhisk-like)",
@@ -55,10 +68,14 @@ LABELS = {
 
 
 def report(files):
-    modes = []
+    modes, dl = [], None
     for p in files:
         with open(p) as f:
-            modes.append(json.load(f))
+            d = json.load(f)
+        if "data_layer" in d:
+            dl = d["data_layer"]
+        else:
+            modes.append(d)
     rows = []
     data = {"unit": "us", "modes": []}
     p50 = {}
@@ -90,8 +107,22 @@ def report(files):
     data["notes"] = notes
     text = benchlib.table(["mode", "kind", "n", "total p50 ms", "total p99 ms", "overhead p50 ms"] +
                           [f"{k} ms" for k in STEPS], rows)
+    text += "\n\n" + "\n".join("- " + x for x in notes)
+    if dl:
+        drows = []
+        for size, r in dl.items():
+            for k in ("put_us", "get_us", "put_get_us"):
+                st = benchlib.summary(r[k])
+                drows.append([size, k[:-3].replace("_", " + "), st["n"], st["p50"], st["p90"],
+                              st["p99"]])
+        data["data_layer"] = {size: {k: {"samples": r[k], **benchlib.summary(r[k])}
+                                     for k in ("put_us", "get_us", "put_get_us")}
+                              for size, r in dl.items()}
+        text += ("\n\nLocal data layer from a Python grain instance (context.put / context.get, "
+                 "timed inside the instance, SAND mode):\n\n" +
+                 benchlib.table(["bytes", "operation", "n", "p50 us", "p90 us", "p99 us"], drows))
     benchlib.write_table("pipeline", "pipeline: image pipeline, total vs compute per step (ms)",
-                         text + "\n\n" + "\n".join("- " + x for x in notes))
+                         text)
     benchlib.write_result("pipeline", data)
 
     plt = benchlib.pyplot()
@@ -122,5 +153,7 @@ def report(files):
 if __name__ == "__main__":
     if sys.argv[1] == "run":
         run(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6])
+    elif sys.argv[1] == "data":
+        data(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
     else:
         report(sys.argv[2:])
