@@ -29,7 +29,13 @@ def machine():
                     mem_kb = int(line.split()[1])
     except OSError:
         pass
+    try:
+        with open("/proc/loadavg") as f:
+            load = [float(x) for x in f.read().split()[:3]]
+    except OSError:
+        load = []
     return {
+        "loadavg_1_5_15": load,
         "cpu_model": cpu,
         "cores": os.cpu_count(),
         "kernel": platform.release(),

@@ -13,6 +13,16 @@ mkdir -p "$RESULTS"
 SANDD_PIDS=()
 SANDD_DATAS=()
 
+# mk_tmp NAME: creates and prints a new private directory /tmp/sand-bench-NAME.<pid>.<random>.
+mk_tmp() {
+    local d
+    while :; do
+        d=/tmp/sand-bench-$1.$$.$RANDOM
+        mkdir -m 700 "$d" 2>/dev/null && break
+    done
+    echo "$d"
+}
+
 need_build() {
     local b
     for b in sandd sandctl sand-kafka "$@"; do
@@ -35,7 +45,7 @@ start_sandd() {
     shift
     local port data cfg kv
     port=$(free_port)
-    data=$(mktemp -d "/tmp/sand-bench-$name.XXXXXX")
+    data=$(mk_tmp "$name")
     cfg=$data.yaml
     {
         echo "listen: 127.0.0.1:$port"

@@ -66,7 +66,8 @@ def main():
     out = ["# sand benchmarks: the SAND paper's evaluation, reproduced", "",
            f"Machine: {m['cpu_model']}, {m['cores']} cores, Linux {m['kernel']}, "
            f"{m['memory_mb']} MB. Produced by `bench/run-all`; raw samples in "
-           "`bench/results/NAME.json`.", "", "## Targets (issue 3)", "", targets(), ""]
+           "`bench/results/NAME.json` (each with the load average when it was written: the "
+           "machine may be shared, and the figures move with its load).", "", "## Targets (issue 3)", "", targets(), ""]
     for name in FIGURES:
         md = os.path.join(d, name + ".md")
         if not os.path.exists(md):

@@ -126,20 +126,19 @@ static rd_kafka_t *kafka_open(rd_kafka_type_t type)
 {
     char errstr[256];
     /* sandd's consumer uses 10 ms; SAND_BENCH_FETCH_WAIT_MS shows what a shorter wait gives */
-    const char *fetch_wait = getenv("SAND_BENCH_FETCH_WAIT_MS") ? getenv("SAND_BENCH_FETCH_WAIT_MS") : "10";
+    const char *fetch_wait =
+        getenv("SAND_BENCH_FETCH_WAIT_MS") ? getenv("SAND_BENCH_FETCH_WAIT_MS") : "10";
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     const char *kv[][2] = {
-        {"bootstrap.servers", target},
-        {"linger.ms", "0"},
-        {"fetch.wait.max.ms", fetch_wait},
-        {"group.id", "sand-bench"},
-        {"enable.auto.commit", "false"},
-        {"log_level", "3"},
+        {"bootstrap.servers", target},     {"linger.ms", "0"},
+        {"fetch.wait.max.ms", fetch_wait}, {"group.id", "sand-bench"},
+        {"enable.auto.commit", "false"},   {"log_level", "3"},
     };
     for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++) {
         if (type == RD_KAFKA_PRODUCER && i >= 2)
             break;
-        if (rd_kafka_conf_set(conf, kv[i][0], kv[i][1], errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
+        if (rd_kafka_conf_set(conf, kv[i][0], kv[i][1], errstr, sizeof(errstr)) !=
+            RD_KAFKA_CONF_OK) {
             fprintf(stderr, "sand-bench-bus: %s\n", errstr);
             exit(1);
         }
@@ -192,10 +191,10 @@ static int run_kafka(void)
         usleep(200);
         int64_t t = now_ns();
         fill_payload(payload, t);
-        rd_kafka_resp_err_t e = rd_kafka_producev(
-            rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(0),
-            RD_KAFKA_V_VALUE(payload, strlen(payload)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            RD_KAFKA_V_END);
+        rd_kafka_resp_err_t e =
+            rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(0),
+                              RD_KAFKA_V_VALUE(payload, strlen(payload)),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
         if (e) {
             fprintf(stderr, "sand-bench-bus: produce: %s\n", rd_kafka_err2str(e));
             return 1;
