@@ -328,6 +328,47 @@ static redisContext *dl_conn(sand_context *ctx, int scope)
     return dl->conn[scope];
 }
 
+/* Runs one single-key command on scope's store. A Redis Cluster answers MOVED or ASK when the
+ * key lives on another node: MOVED makes that node this scope's connection (later keys of the
+ * same slot go straight there), ASK runs the command once there after ASKING. Returns the reply
+ * (caller frees) or NULL when no answer could be had. */
+static redisReply *dl_command(sand_context *ctx, int scope, int argc, const char **argv,
+                              const size_t *lens)
+{
+    sand_dl_t *dl = ctx->dl;
+    redisContext *c = dl_conn(ctx, scope);
+    for (int hop = 0; c && hop < 8; hop++) {
+        redisReply *r = redisCommandArgv(c, argc, argv, lens);
+        if (!r || r->type != REDIS_REPLY_ERROR)
+            return r;
+        bool moved = strncmp(r->str, "MOVED ", 6) == 0, ask = strncmp(r->str, "ASK ", 4) == 0;
+        const char *addr = strrchr(r->str, ' ');
+        if ((!moved && !ask) || !addr)
+            return r;
+        char url[300];
+        snprintf(url, sizeof(url), "tcp://%s", addr + 1);
+        freeReplyObject(r);
+        sand_err err = {0};
+        redisContext *n = sand__redis_connect(url, dl->user[scope], dl->pass[scope], &err);
+        if (!n) {
+            SAND_WARN("worker", "data layer: %s", err.msg);
+            return NULL;
+        }
+        if (moved) {
+            redisFree(dl->conn[scope]);
+            dl->conn[scope] = c = n;
+            continue;
+        }
+        redisReply *a = redisCommand(n, "ASKING");
+        if (a)
+            freeReplyObject(a);
+        r = redisCommandArgv(n, argc, argv, lens);
+        redisFree(n);
+        return r;
+    }
+    return NULL;
+}
+
 static int dl_key(sand_context *ctx, const char *key, int scope, sand_bytes_t *k)
 {
     if (!key || (scope != SAND_SCOPE_LOCAL && scope != SAND_SCOPE_GLOBAL))
@@ -350,8 +391,9 @@ int sand_ctx_put(sand_context *ctx, const char *key, const void *val, size_t len
         return SAND_GRAIN_EINVAL;
     if ((rc = dl_key(ctx, key, scope, &k)) < 0)
         return rc;
-    redisContext *c = dl_conn(ctx, scope);
-    redisReply *r = c ? redisCommand(c, "SET %b %b", k.data, k.len, val ? val : "", len) : NULL;
+    const char *argv[] = {"SET", k.data, val ? val : ""};
+    size_t lens[] = {3, k.len, len};
+    redisReply *r = dl_command(ctx, scope, 3, argv, lens);
     sand_bytes_release(&k);
     rc = (r && r->type != REDIS_REPLY_ERROR) ? 0 : SAND_GRAIN_EIO;
     if (r)
@@ -367,8 +409,9 @@ int sand_ctx_get(sand_context *ctx, const char *key, void **val, size_t *len, in
     *len = 0;
     if ((rc = dl_key(ctx, key, scope, &k)) < 0)
         return rc;
-    redisContext *c = dl_conn(ctx, scope);
-    redisReply *r = c ? redisCommand(c, "GET %b", k.data, k.len) : NULL;
+    const char *argv[] = {"GET", k.data};
+    size_t lens[] = {3, k.len};
+    redisReply *r = dl_command(ctx, scope, 2, argv, lens);
     sand_bytes_release(&k);
     if (!r || r->type == REDIS_REPLY_ERROR)
         rc = SAND_GRAIN_EIO;
@@ -395,8 +438,9 @@ int sand_ctx_delete(sand_context *ctx, const char *key, int scope)
     int rc;
     if ((rc = dl_key(ctx, key, scope, &k)) < 0)
         return rc;
-    redisContext *c = dl_conn(ctx, scope);
-    redisReply *r = c ? redisCommand(c, "DEL %b", k.data, k.len) : NULL;
+    const char *argv[] = {"DEL", k.data};
+    size_t lens[] = {3, k.len};
+    redisReply *r = dl_command(ctx, scope, 2, argv, lens);
     sand_bytes_release(&k);
     rc = (r && r->type != REDIS_REPLY_ERROR) ? 0 : SAND_GRAIN_EIO;
     if (r)

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <hiredis/hiredis.h>
 #include <unistd.h>
 
 #define COMP "apps"
@@ -217,7 +218,7 @@ static void start_sandboxes(app_entry_t *a)
     snprintf(e_mode, sizeof(e_mode), SAND_ENV_BUS_MODE "=%s", d->cfg.bus_mode);
     snprintf(e_logmax, sizeof(e_logmax), SAND_ENV_LOG_MAX "=%" PRId64, d->cfg.logs_max_lines);
     snprintf(e_valmax, sizeof(e_valmax), SAND_ENV_VALUE_MAX "=%" PRId64, d->cfg.limits_value);
-    const char *env[8];
+    const char *env[10];
     int n = 0;
     env[n++] = e_user;
     env[n++] = e_pass;
@@ -225,9 +226,16 @@ static void start_sandboxes(app_entry_t *a)
     env[n++] = e_mode;
     env[n++] = e_logmax;
     env[n++] = e_valmax;
+    char e_guser[160], e_gpass[160];
     if (strcmp(d->cfg.global_data_redis, "local") != 0) {
         snprintf(e_gredis, sizeof(e_gredis), SAND_ENV_GREDIS "=%s", d->cfg.global_data_redis);
         env[n++] = e_gredis;
+        /* credentials of the global store, when it needs them, come from sandd's environment */
+        const char *gu = getenv(SAND_ENV_GREDIS_USER), *gp = getenv(SAND_ENV_GREDIS_PASS);
+        if (gu && sand_fmt(e_guser, sizeof(e_guser), SAND_ENV_GREDIS_USER "=%s", gu) > 0)
+            env[n++] = e_guser;
+        if (gp && sand_fmt(e_gpass, sizeof(e_gpass), SAND_ENV_GREDIS_PASS "=%s", gp) > 0)
+            env[n++] = e_gpass;
     }
     env[n] = NULL;
 
@@ -750,6 +758,104 @@ static void delete_scan(delete_job_t *j)
         delete_finish(j);
 }
 
+/* Deletes the app's keys on one node of the global data layer (sync: runs on the thread pool). */
+static void unlink_global_keys(redisContext *c, const char *pattern)
+{
+    char cursor[32] = "0";
+    do {
+        redisReply *r = redisCommand(c, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+            if (r)
+                freeReplyObject(r);
+            return;
+        }
+        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+        for (size_t i = 0; i < r->element[1]->elements; i++) {
+            redisReply *u = redisCommand(c, "UNLINK %b", r->element[1]->element[i]->str,
+                                         r->element[1]->element[i]->len);
+            if (u)
+                freeReplyObject(u);
+        }
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0);
+}
+
+static redisContext *connect_endpoint(const char *url)
+{
+    struct timeval tv = {5, 0};
+    redisContext *c;
+    if (strncmp(url, "unix:", 5) == 0) {
+        c = redisConnectUnixWithTimeout(url + 5, tv);
+    } else {
+        const char *hp = strncmp(url, "tcp://", 6) == 0 ? url + 6 : url;
+        const char *colon = strrchr(hp, ':');
+        char host[256];
+        size_t hl = colon ? (size_t)(colon - hp) : strlen(hp);
+        if (hl >= sizeof(host))
+            return NULL;
+        memcpy(host, hp, hl);
+        host[hl] = '\0';
+        c = redisConnectWithTimeout(host, colon ? (int)strtol(colon + 1, NULL, 10) : 6379, tv);
+    }
+    if (c && c->err) {
+        redisFree(c);
+        return NULL;
+    }
+    const char *user = getenv(SAND_ENV_GREDIS_USER), *pass = getenv(SAND_ENV_GREDIS_PASS);
+    if (c && pass && *pass) {
+        redisReply *r = user && *user ? redisCommand(c, "AUTH %s %s", user, pass)
+                                      : redisCommand(c, "AUTH %s", pass);
+        if (r)
+            freeReplyObject(r);
+    }
+    return c;
+}
+
+typedef struct gdel_job {
+    uv_work_t work;
+    char url[SAND_CFG_STR];
+    char pattern[SAND_NAME_MAX + 16];
+} gdel_job_t;
+
+/* The global data layer may be a Redis Cluster: delete on every master it lists. */
+static void gdel_work(uv_work_t *w)
+{
+    gdel_job_t *j = w->data;
+    redisContext *c = connect_endpoint(j->url);
+    if (!c)
+        return;
+    redisReply *nodes = redisCommand(c, "CLUSTER NODES");
+    if (!nodes || nodes->type != REDIS_REPLY_STRING) {
+        unlink_global_keys(c, j->pattern);
+    } else {
+        char *save = NULL;
+        for (char *line = strtok_r(nodes->str, "\n", &save); line;
+             line = strtok_r(NULL, "\n", &save)) {
+            char id[64], addr[128], flags[128];
+            if (sscanf(line, "%63s %127s %127s", id, addr, flags) != 3 || !strstr(flags, "master"))
+                continue;
+            char *at = strchr(addr, '@');
+            if (at)
+                *at = '\0';
+            char url[160];
+            snprintf(url, sizeof(url), "tcp://%s", addr);
+            redisContext *n = connect_endpoint(url);
+            if (n) {
+                unlink_global_keys(n, j->pattern);
+                redisFree(n);
+            }
+        }
+    }
+    if (nodes)
+        freeReplyObject(nodes);
+    redisFree(c);
+}
+
+static void gdel_after(uv_work_t *w, int status)
+{
+    free(w->data);
+}
+
 static void delete_stopped(app_entry_t *a, void *ud)
 {
     delete_job_t *j = ud;
@@ -758,6 +864,16 @@ static void delete_stopped(app_entry_t *a, void *ud)
     if (a->d->reader)
         sand_lbus_reader_remove(a->d->reader, ha);
     sand_strlcpy(j->cursor, "0", sizeof(j->cursor));
+    if (strcmp(a->d->cfg.global_data_redis, "local") != 0) {
+        gdel_job_t *g = calloc(1, sizeof(*g));
+        if (g) {
+            g->work.data = g;
+            sand_strlcpy(g->url, a->d->cfg.global_data_redis, sizeof(g->url));
+            snprintf(g->pattern, sizeof(g->pattern), "sand:%s:dg:*", a->name);
+            if (uv_queue_work(a->d->loop, &g->work, gdel_work, gdel_after) < 0)
+                free(g);
+        }
+    }
     delete_scan(j);
 }
 
