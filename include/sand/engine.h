@@ -87,6 +87,13 @@ void sand_engine_on_record(sand_engine_t *eng, const sand_gbus_record_t *rec);
 int sand_engine_recover(sand_engine_t *eng, void (*done)(int status, void *ud), void *ud,
                         sand_err *err);
 
+/* Recovery of a lost local bus (its Redis restarted empty): hand every record read back from
+ * the start of the apps' global-bus topics to _add, then call _finish, which delivers again
+ * every event backed up `processing` and never flagged `finished` whose execution is not final
+ * (re-creating the records of executions the local bus had). Returns the number delivered. */
+void sand_engine_replay_add(sand_engine_t *eng, const sand_gbus_record_t *rec);
+size_t sand_engine_replay_finish(sand_engine_t *eng);
+
 /* Fails every running execution of app (the app is being deleted). */
 void sand_engine_fail_app(sand_engine_t *eng, const char *app, const char *why);
 

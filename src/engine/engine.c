@@ -48,6 +48,7 @@ struct sand_exec {
 struct sand_engine {
     sand_engine_opts_t o;
     sand_map_t execs;     /* id -> sand_exec (running and recently finished) */
+    sand_map_t replay;    /* event id -> json_t* backup still `processing` (replay only) */
     sand_list_t running;  /* by start time */
     sand_list_t finished; /* oldest first */
     size_t n_finished;
@@ -658,15 +659,10 @@ void sand_engine_on_agent_entry(sand_engine_t *eng, const sand_lbus_entry_t *e)
 
 /* ---- global bus records ------------------------------------------------------------------ */
 
-void sand_engine_on_record(sand_engine_t *eng, const sand_gbus_record_t *rec)
+/* Delivers the event of a global-bus record (parsed) to its local queue, or to the join script
+ * when its step is a join. */
+static void deliver_record(sand_engine_t *eng, json_t *v)
 {
-    if (!eng->o.global_mode || rec->vallen < 16 ||
-        memcmp(rec->value, "{\"flag\":\"event\"", 15) != 0)
-        return; /* backups and flags are read back only for recovery */
-    json_error_t jerr;
-    json_t *v = json_loadb(rec->value, rec->vallen, 0, &jerr);
-    if (!v)
-        return;
     const char *app = json_string_value(json_object_get(v, "app"));
     const char *grain = json_string_value(json_object_get(v, "grain"));
     const char *id = json_string_value(json_object_get(v, "i"));
@@ -686,7 +682,89 @@ void sand_engine_on_record(sand_engine_t *eng, const sand_gbus_record_t *rec)
                 text, strlen(text));
     }
     free(text);
+}
+
+void sand_engine_on_record(sand_engine_t *eng, const sand_gbus_record_t *rec)
+{
+    if (!eng->o.global_mode || rec->vallen < 16 ||
+        memcmp(rec->value, "{\"flag\":\"event\"", 15) != 0)
+        return; /* backups and flags are read back only for recovery */
+    json_error_t jerr;
+    json_t *v = json_loadb(rec->value, rec->vallen, 0, &jerr);
+    if (!v)
+        return;
+    deliver_record(eng, v);
     json_decref(v);
+}
+
+/* ---- recovery of a lost local bus --------------------------------------------------------- */
+
+static void decref_cb(void *p)
+{
+    json_decref(p);
+}
+
+void sand_engine_replay_add(sand_engine_t *eng, const sand_gbus_record_t *rec)
+{
+    json_error_t jerr;
+    json_t *v = json_loadb(rec->value, rec->vallen, 0, &jerr);
+    const char *flag = json_string_value(json_object_get(v, "flag"));
+    const char *id = json_string_value(json_object_get(v, "i"));
+    if (!flag || !id) {
+        json_decref(v);
+        return;
+    }
+    void *old = NULL;
+    if (strcmp(flag, "processing") == 0) {
+        sand_map_set(&eng->replay, id, v, &old);
+        json_decref(old);
+        return;
+    }
+    if (strcmp(flag, "finished") == 0)
+        json_decref(sand_map_del(&eng->replay, id));
+    json_decref(v);
+}
+
+size_t sand_engine_replay_finish(sand_engine_t *eng)
+{
+    size_t n = 0, it = 0;
+    void *val;
+    while (sand_map_next(&eng->replay, &it, NULL, &val)) {
+        json_t *v = val;
+        const char *exec = json_string_value(json_object_get(v, "x"));
+        const char *app = json_string_value(json_object_get(v, "app"));
+        if (!exec || !app || strlen(exec) >= 33)
+            continue;
+        sand_exec_t *x = sand_map_get(&eng->execs, exec);
+        if (x && x->status != SAND_EXEC_RUNNING)
+            continue; /* already final: its pending events are duplicates */
+        if (!x && (x = calloc(1, sizeof(*x)))) {
+            /* the record was lost with the local bus: track the execution again from what the
+             * backup says, so that its completion is recorded */
+            sand_strlcpy(x->id, exec, sizeof(x->id));
+            sand_strlcpy(x->app, app, sizeof(x->app));
+            sand_strlcpy(x->workflow, json_string_value(json_object_get(v, "w")) ?: "",
+                         sizeof(x->workflow));
+            sand_strlcpy(x->grain, json_string_value(json_object_get(v, "grain")) ?: "",
+                         sizeof(x->grain));
+            x->started_us = json_integer_value(json_object_get(v, "q"));
+            x->deadline_us = json_integer_value(json_object_get(v, "d"));
+            x->status = SAND_EXEC_RUNNING;
+            sand_vec_init(&x->steps);
+            if (sand_map_set(&eng->execs, x->id, x, NULL) < 0) {
+                exec_free(x);
+                continue;
+            }
+            sand_list_insert_tail(&eng->running, &x->link);
+            eng->stats.running++;
+            persist(eng, x);
+        }
+        deliver_record(eng, v);
+        n++;
+    }
+    sand_map_release(&eng->replay, decref_cb);
+    sand_map_init(&eng->replay);
+    return n;
 }
 
 /* ---- deadlines --------------------------------------------------------------------------- */
@@ -888,6 +966,7 @@ int sand_engine_new(const sand_engine_opts_t *opts, sand_engine_t **out, sand_er
         return sand_err_set(err, SAND_ENOMEM, "out of memory");
     eng->o = *opts;
     sand_map_init(&eng->execs);
+    sand_map_init(&eng->replay);
     sand_list_init(&eng->running);
     sand_list_init(&eng->finished);
     if (getrandom(&eng->rng, sizeof(eng->rng), 0) != sizeof(eng->rng))
@@ -908,6 +987,7 @@ static void on_tick_closed(uv_handle_t *h)
 {
     sand_engine_t *eng = h->data;
     sand_map_release(&eng->execs, free_exec_cb);
+    sand_map_release(&eng->replay, decref_cb);
     free(eng);
 }
 

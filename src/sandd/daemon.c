@@ -103,18 +103,112 @@ static int find_bin_dir(sand_daemon *d, sand_err *err)
     return 0;
 }
 
+#define KEY_EPOCH       "sandd:epoch" /* present while the local bus holds sandd's state */
+#define REPLAY_QUIET_US (1500 * 1000) /* replay ends after this long without a record */
+#define REPLAY_MIN_US   (3 * 1000 * 1000)
+
+static void on_replay_record(sand_gbus_t *gbus, const sand_gbus_record_t *rec, void *ud)
+{
+    sand_daemon *d = ud;
+    d->replay_last_us = sand_mono_us();
+    if (d->engine)
+        sand_engine_replay_add(d->engine, rec);
+}
+
+/* The local bus came back empty: read every app topic of the global bus from its start with a
+ * consumer of its own (no committed offsets), so that on_tick() can re-deliver what was in
+ * flight (replay_end()). */
+static void replay_begin(sand_daemon *d)
+{
+    if (d->replay || d->apps.len == 0)
+        return;
+    char group[48], rnd[17];
+    sand_random_hex(rnd, 8);
+    snprintf(group, sizeof(group), "sand-replay-%s", rnd);
+    sand_gbus_opts o = {.brokers = d->kafka_brokers,
+                        .group_id = group,
+                        .client_id = "sandd-replay",
+                        .assign = true,
+                        .record_cb = on_replay_record,
+                        .ud = d};
+    sand_err err;
+    if (sand_gbus_open(d->loop, &o, &d->replay, &err) < 0) {
+        SAND_ERROR(COMP, "replay from the global bus: %s", err.msg);
+        return;
+    }
+    size_t it = 0;
+    void *v;
+    while (sand_map_next(&d->apps, &it, NULL, &v)) {
+        app_entry_t *a = v;
+        for (size_t i = 0; i < a->model->n_grains; i++) {
+            char topic[256];
+            snprintf(topic, sizeof(topic), SAND_TOPIC_FMT, a->name, a->model->grains[i]->name);
+            if (sand_gbus_assign(d->replay, topic, (int)d->cfg.global_bus_partitions, &err) < 0)
+                SAND_WARN(COMP, "replay: %s", err.msg);
+        }
+    }
+    d->replay_started_us = d->replay_last_us = sand_mono_us();
+    SAND_WARN(COMP, "the local bus lost its state: replaying in-flight events from the global bus");
+}
+
+static void replay_end(sand_daemon *d)
+{
+    sand_gbus_close(d->replay, 0, NULL, NULL);
+    d->replay = NULL;
+    size_t n = d->engine ? sand_engine_replay_finish(d->engine) : 0;
+    SAND_INFO(COMP, "replay done: %zu event(s) delivered again from the global bus", n);
+}
+
+static void epoch_cb(sand_lbus_t *lbus, int status, const redisReply *reply, const char *errstr,
+                     void *ud)
+{
+    sand_daemon *d = ud;
+    /* SET NX answers OK only when the marker was missing: a new, empty Redis */
+    if (status == 0 && reply && reply->type == REDIS_REPLY_STATUS && !d->stopping)
+        replay_begin(d);
+}
+
+static void check_epoch(sand_daemon *d)
+{
+    char now[32];
+    snprintf(now, sizeof(now), "%lld", (long long)sand_now_us());
+    sand_lbus_command(d->lbus, epoch_cb, d, "SET " KEY_EPOCH " %s NX", now);
+}
+
 static void on_lbus_state(sand_lbus_t *lbus, bool up, void *ud)
 {
     sand_daemon *d = ud;
     if (!up) {
         if (d->serving)
             SAND_WARN(COMP, "local bus connection lost; reconnecting");
+        if (!d->lbus_down_since_us)
+            d->lbus_down_since_us = sand_mono_us();
         return;
     }
+    d->lbus_down_since_us = 0;
     if (d->serving) {
         SAND_INFO(COMP, "local bus reconnected; restoring app users and queues");
         apps_restore(d, NULL);
+        check_epoch(d);
     }
+}
+
+/* The embedded redis-server is part of sandd: if it died, start it again (same socket and
+ * password; its state is rebuilt from the apps and the global bus). */
+static void supervise_redis(sand_daemon *d)
+{
+    if (strcmp(d->cfg.local_bus_redis, "embedded") != 0 || !d->lbus_down_since_us ||
+        sand_mono_us() - d->lbus_down_since_us < 2 * 1000 * 1000)
+        return;
+    sand_redisd_t r;
+    sand_err err;
+    if (sand_redisd_ensure(d->run_dir, &r, &err) < 0) {
+        SAND_ERROR(COMP, "embedded redis: %s", err.msg);
+    } else if (r.started) {
+        SAND_WARN(COMP, "embedded redis-server was gone: started it again (pid %d)", (int)r.pid);
+        sand_strlcpy(d->redis_run_id, r.run_id, sizeof(d->redis_run_id));
+    }
+    d->lbus_down_since_us = sand_mono_us();
 }
 
 static void on_record(sand_gbus_t *gbus, const sand_gbus_record_t *rec, void *ud)
@@ -171,6 +265,12 @@ static void on_tick(uv_timer_t *t)
         commit_offsets(d);
     if (d->draining && (d->waiters == 0 || sand_mono_us() > d->drain_deadline_us))
         sandd_stop(d);
+    if (d->serving)
+        supervise_redis(d);
+    int64_t now = sand_mono_us();
+    if (d->replay && now - d->replay_started_us > REPLAY_MIN_US &&
+        now - d->replay_last_us > REPLAY_QUIET_US)
+        replay_end(d);
 }
 
 static void on_agent_entry(sand_lbus_reader_t *r, const sand_lbus_entry_t *e, void *ud)
@@ -331,6 +431,7 @@ int sandd_start(sand_daemon *d, sand_err *err)
 
     if (apps_restore(d, err) < 0)
         return SAND_EIO;
+    check_epoch(d); /* a Redis that restarted while sandd was down comes back empty */
     if (sand_engine_recover(d->engine, recovered, d, err) < 0)
         return SAND_EBUS;
 
@@ -386,6 +487,10 @@ void sandd_stop(sand_daemon *d)
     if (d->sbx) {
         sand_sbx_driver_close(d->sbx, NULL, NULL);
         d->sbx = NULL;
+    }
+    if (d->replay) {
+        sand_gbus_close(d->replay, 0, NULL, NULL);
+        d->replay = NULL;
     }
     if (d->gbus) {
         commit_offsets(d);

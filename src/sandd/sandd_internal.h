@@ -84,9 +84,13 @@ struct sand_daemon {
     sand_sbx_driver_t *sbx;
     sand_http_server_t *http;
     sand_engine_t *engine;
-    sand_map_t apps;       /* name -> app_entry_t */
-    sand_map_t series;     /* "app/workflow/step" -> metric_series_t */
-    sand_map_t assigned;   /* global-bus topics in the consumer's assignment */
+    sand_gbus_t *replay;        /* consumer reading backups again after a lost local bus */
+    int64_t replay_started_us;  /* monotonic */
+    int64_t replay_last_us;     /* monotonic time of the last record read back */
+    int64_t lbus_down_since_us; /* monotonic; 0 while connected */
+    sand_map_t apps;            /* name -> app_entry_t */
+    sand_map_t series;          /* "app/workflow/step" -> metric_series_t */
+    sand_map_t assigned;        /* global-bus topics in the consumer's assignment */
     sand_map_t offsets;    /* "topic\npartition" -> int64_t*: highest handled offset to commit */
     sand_list_t followers; /* log followers */
     uv_signal_t sigterm, sigint;

@@ -16,7 +16,13 @@ app: rec
 grains:
   slow: {runtime: python, code: g.py, handler: slow}
   fast: {runtime: python, code: g.py, handler: fast}
+  serial: {runtime: python, code: g.py, handler: slow, concurrency: 1}
 workflows:
+  ser:
+    start: s
+    steps:
+      s: {grain: serial, next: f}
+      f: {grain: fast}
   w:
     start: s
     steps:
@@ -59,6 +65,23 @@ class Recovery(unittest.TestCase):
         # still serving new work
         r = self.sandd.request("POST", "/v1/apps/rec/workflows/w", {"i": 99})
         self.assertEqual(r.json(), {"i": 99, "done": True})
+
+    def test_local_bus_lost_replayed_from_global_bus(self):
+        """The embedded Redis is killed with events in flight: sandd starts it again, finds it
+        empty, and delivers the in-flight events again from their global-bus backups."""
+        ids = []
+        for i in range(12):  # one at a time, 0.3 s each: most are still queued at the kill
+            r = self.sandd.request("POST", "/v1/apps/rec/workflows/ser?async=1", {"i": i})
+            self.assertEqual(r.status, 202)
+            ids.append((i, r.json()["execution_id"]))
+        time.sleep(1.0)  # the backups reach the global bus (produced asynchronously)
+        with open(os.path.join(self.sandd.data_dir, "run", "redis.pid")) as f:
+            os.kill(int(f.read().strip()), signal.SIGKILL)
+        for i, eid in ids:
+            ex = self.sandd.wait_execution(eid, timeout=90)
+            self.assertEqual(ex["status"], "succeeded", ex)
+            self.assertEqual(ex["output"], {"i": i, "done": True})
+        self.assertIn("replay done", self.sandd.logtext())
 
     def test_worker_killed_events_redelivered(self):
         desc = self.sandd.request("GET", "/v1/apps/rec").json()
