@@ -41,7 +41,8 @@ typedef struct proc_drv {
     sand_sbx_adopt_cb adopt_found;
     sand_sbx_done_cb adopt_done;
     void *adopt_ud;
-    sand_list_t stats; /* stats_req_t in flight */
+    sand_list_t stats;  /* stats_req_t in flight */
+    int closing_timers; /* watch and adopt: pd goes after both close callbacks */
 } proc_drv_t;
 
 typedef struct proc_sbx {
@@ -291,7 +292,7 @@ static void drv_timer_closed(uv_handle_t *h)
 {
     sand_sbx_driver_t *drv = h->data;
     proc_drv_t *pd = drv->priv;
-    if (h == (uv_handle_t *)&pd->adopt) {
+    if (--pd->closing_timers == 0) {
         free(pd);
         drv->priv = NULL;
     }
@@ -329,6 +330,7 @@ static int proc_close(sand_sbx_driver_t *drv)
         if (pd->adopt_done)
             pd->adopt_done(drv, SAND_ECANCELED, "sandbox driver closed", pd->adopt_ud);
     }
+    pd->closing_timers = 2;
     uv_close((uv_handle_t *)&pd->watch, drv_timer_closed);
     uv_close((uv_handle_t *)&pd->adopt, drv_timer_closed);
     return n + 2;
