@@ -6,7 +6,6 @@
  * binary is reported as failed, and a second driver instance adopts a sandbox left running by
  * the first. The grain workers are this test binary itself, started through a symlink named
  * sand-worker-python (it then just sleeps until SIGTERM), so the test needs no Python runtime.
- * When SAND_TEST_DOCKER=1 the same scenario runs under the docker driver.
  */
 #include "sand/sandbox.h"
 
