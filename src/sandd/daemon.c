@@ -506,63 +506,65 @@ void sandd_stop(sand_daemon *d)
     close_handle((uv_handle_t *)&d->follow_timer);
 }
 
-/* Reads a pid from a file; 0 when absent or malformed. */
-static pid_t read_pid(const char *path)
+struct shutdown_ctx {
+    size_t pending;
+    bool scanned;
+};
+
+static void shutdown_stopped(sand_sbx_t *sbx, int status, void *ud)
 {
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    long pid = 0;
-    if (fscanf(f, "%ld", &pid) != 1)
-        pid = 0;
-    fclose(f);
-    return (pid_t)pid;
+    struct shutdown_ctx *c = ud;
+    sand_sbx_free(sbx);
+    c->pending--;
 }
 
-static void kill_and_wait(pid_t pid, bool group)
+static void shutdown_found(sand_sbx_t *sbx, void *ud)
 {
-    if (pid <= 1)
-        return;
-    kill(group ? -pid : pid, SIGTERM);
-    for (int i = 0; i < 100 && kill(pid, 0) == 0; i++)
-        usleep(50000);
-    if (kill(pid, 0) == 0)
-        kill(group ? -pid : pid, SIGKILL);
+    struct shutdown_ctx *c = ud;
+    SAND_INFO(COMP, "stopping sandbox %s of '%s'", sand_sbx_id(sbx), sand_sbx_app(sbx));
+    if (sand_sbx_stop(sbx, shutdown_stopped, c) == 0)
+        c->pending++;
 }
 
+static void shutdown_scanned(sand_sbx_driver_t *drv, int status, const char *msg, void *ud)
+{
+    struct shutdown_ctx *c = ud;
+    c->scanned = true;
+}
+
+/* Stops what sandd leaves running on purpose (it outlives sandd so that a restart loses
+ * nothing): the sandboxes of every app, found the way a restarted sandd adopts them (pid files
+ * of the process driver, labelled containers of the docker driver), then the embedded Kafka and
+ * redis-server. Runs its own short-lived loop. */
 int sandd_shutdown_all(const char *data_dir, sand_err *err)
 {
-    char path[PATH_MAX + 300];
-    char apps[PATH_MAX + 8];
-    snprintf(apps, sizeof(apps), "%s/apps", data_dir);
-    DIR *dir = opendir(apps);
-    if (dir) {
-        struct dirent *de;
-        while ((de = readdir(dir)) != NULL) {
-            if (de->d_name[0] == '.')
-                continue;
-            char appdir[PATH_MAX + 300];
-            if (sand_fmt(appdir, sizeof(appdir), "%s/%s", apps, de->d_name) < 0)
-                continue;
-            DIR *ad = opendir(appdir);
-            if (!ad)
-                continue;
-            struct dirent *pe;
-            while ((pe = readdir(ad)) != NULL) {
-                if (strncmp(pe->d_name, "sandbox", 7) != 0 || !strstr(pe->d_name, ".pid"))
-                    continue;
-                if (sand_fmt(path, sizeof(path), "%s/%s", appdir, pe->d_name) < 0)
-                    continue;
-                kill_and_wait(read_pid(path), true);
-                unlink(path);
-            }
-            closedir(ad);
-        }
-        closedir(dir);
+    char real[PATH_MAX], bin_dir[PATH_MAX], exe[PATH_MAX], run[PATH_MAX + 8];
+    if (!realpath(data_dir, real))
+        return sand_err_errno(err, SAND_EIO, "data dir '%s'", data_dir);
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    exe[n > 0 ? n : 0] = '\0';
+    sand_strlcpy(bin_dir, dirname(exe), sizeof(bin_dir));
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    /* both drivers: the sandd that ran here may have used either, whatever "auto" picks now */
+    static const char *const kinds[] = {"process", "docker"};
+    for (size_t k = 0; k < SAND_ARRAY_LEN(kinds); k++) {
+        struct shutdown_ctx c = {0};
+        sand_sbx_driver_t *drv;
+        sand_err oerr;
+        sand_sbx_opts_t so = {.kind = kinds[k], .data_dir = real, .bin_dir = bin_dir};
+        if (sand_sbx_driver_open(&loop, &so, &drv, &oerr) < 0)
+            continue;
+        if (sand_sbx_adopt_all(drv, shutdown_found, shutdown_scanned, &c, &oerr) < 0)
+            c.scanned = true;
+        while (!c.scanned || c.pending > 0)
+            if (uv_run(&loop, UV_RUN_ONCE) == 0 && c.pending == 0)
+                break;
+        sand_sbx_driver_close(drv, NULL, NULL);
+        uv_run(&loop, UV_RUN_DEFAULT);
     }
-    /* docker sandboxes: the driver removes labelled containers of this data dir on adopt */
-    char run[PATH_MAX + 8];
-    snprintf(run, sizeof(run), "%s/run", data_dir);
+    uv_loop_close(&loop);
+    snprintf(run, sizeof(run), "%s/run", real);
     sand_kafkad_stop(run, err);
     sand_redisd_stop(run, err);
     return 0;
