@@ -1065,42 +1065,65 @@ static void describe_sup_cb(sand_lbus_t *lbus, int status, const redisReply *rep
     describe_step(j);
 }
 
-struct qdepth {
-    describe_job_t *j;
+/* ---- queue depth of a grain (describe and metrics) ---------------------------------------- */
+
+typedef struct qprobe {
+    queue_depth_cb cb;
+    void *ud;
     char grain[SAND_NAME_MAX];
     int64_t len;
-};
+} qprobe_t;
 
-static void describe_pending_cb(sand_lbus_t *lbus, int status, const redisReply *reply,
-                                const char *errstr, void *ud)
+static void qprobe_pending_cb(sand_lbus_t *lbus, int status, const redisReply *reply,
+                              const char *errstr, void *ud)
 {
-    struct qdepth *q = ud;
+    qprobe_t *q = ud;
     int64_t pending = 0;
     if (status == 0 && reply && reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1 &&
         reply->element[0]->type == REDIS_REPLY_INTEGER)
         pending = reply->element[0]->integer;
-    json_t *g = grain_obj(q->j->root, q->grain, strlen(q->grain));
-    if (g) {
-        json_object_set_new(g, "queue_depth",
-                            json_integer(q->len > pending ? q->len - pending : 0));
-        json_object_set_new(g, "in_flight", json_integer(pending));
-    }
-    describe_step(q->j);
+    q->cb(q->grain, q->len > pending ? q->len - pending : 0, pending, q->ud);
     free(q);
 }
 
-static void describe_len_cb(sand_lbus_t *lbus, int status, const redisReply *reply,
-                            const char *errstr, void *ud)
+static void qprobe_len_cb(sand_lbus_t *lbus, int status, const redisReply *reply,
+                          const char *errstr, void *ud)
 {
-    struct qdepth *q = ud;
+    qprobe_t *q = ud;
     q->len = status == 0 && reply && reply->type == REDIS_REPLY_INTEGER ? reply->integer : 0;
+}
+
+int apps_queue_depth(sand_daemon *d, const char *app, const char *grain, queue_depth_cb cb,
+                     void *ud)
+{
+    qprobe_t *q = calloc(1, sizeof(*q));
+    if (!q)
+        return SAND_ENOMEM;
+    q->cb = cb;
+    q->ud = ud;
+    sand_strlcpy(q->grain, grain, sizeof(q->grain));
     char key[256];
-    snprintf(key, sizeof(key), SAND_KEY_QUEUE_FMT, q->j->name, q->grain);
-    if (sand_lbus_command(lbus, describe_pending_cb, q, "XPENDING %s %s", key, SAND_GROUP_WORKERS) <
-        0) {
-        describe_step(q->j);
+    snprintf(key, sizeof(key), SAND_KEY_QUEUE_FMT, app, grain);
+    /* XLEN counts what is queued and what is taken but not acknowledged (entries are deleted on
+     * acknowledgement); XPENDING's count is the second part. Pipelined: the second reply ends. */
+    int rc = sand_lbus_command(d->lbus, qprobe_len_cb, q, "XLEN %s", key);
+    if (rc == 0)
+        rc = sand_lbus_command(d->lbus, qprobe_pending_cb, q, "XPENDING %s %s", key,
+                               SAND_GROUP_WORKERS);
+    else
         free(q);
+    return rc;
+}
+
+static void describe_depth_cb(const char *grain, int64_t queued, int64_t in_flight, void *ud)
+{
+    describe_job_t *j = ud;
+    json_t *g = grain_obj(j->root, grain, strlen(grain));
+    if (g) {
+        json_object_set_new(g, "queue_depth", json_integer(queued));
+        json_object_set_new(g, "in_flight", json_integer(in_flight));
     }
+    describe_step(j);
 }
 
 static void describe_stats_cb(sand_sbx_t *sbx, int status, const sand_sbx_stats_t *st, void *ud)
@@ -1136,18 +1159,9 @@ static void respond_description(sand_daemon *d, app_entry_t *a, sand_http_req_t 
     if (sand_lbus_command(d->lbus, describe_sup_cb, j, "HGETALL %s", sup) < 0)
         j->pending--;
     for (size_t i = 0; i < a->model->n_grains; i++) {
-        struct qdepth *q = calloc(1, sizeof(*q));
-        if (!q)
-            continue;
-        q->j = j;
-        sand_strlcpy(q->grain, a->model->grains[i]->name, sizeof(q->grain));
-        char key[256];
-        snprintf(key, sizeof(key), SAND_KEY_QUEUE_FMT, a->name, q->grain);
         j->pending++;
-        if (sand_lbus_command(d->lbus, describe_len_cb, q, "XLEN %s", key) < 0) {
+        if (apps_queue_depth(d, a->name, a->model->grains[i]->name, describe_depth_cb, j) < 0)
             j->pending--;
-            free(q);
-        }
     }
     for (size_t i = 0; i < a->sandboxes.len; i++) {
         j->pending++;

@@ -130,41 +130,20 @@ static void scrape_step(scrape_t *s)
     free(s);
 }
 
-struct qprobe {
+struct depth_probe {
     scrape_t *s;
     char app[SAND_NAME_MAX];
-    char grain[SAND_NAME_MAX];
-    int64_t len;
 };
 
-static void pending_cb(sand_lbus_t *lbus, int status, const redisReply *reply, const char *errstr,
-                       void *ud)
+static void depth_cb(const char *grain, int64_t queued, int64_t in_flight, void *ud)
 {
-    struct qprobe *q = ud;
-    int64_t pending = 0;
-    if (status == 0 && reply && reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1 &&
-        reply->element[0]->type == REDIS_REPLY_INTEGER)
-        pending = reply->element[0]->integer;
-    sand_bytes_appendf(&q->s->out,
+    struct depth_probe *p = ud;
+    sand_bytes_appendf(&p->s->out,
                        "sand_queue_depth{app=\"%s\",grain=\"%s\"} %" PRId64 "\n"
                        "sand_live_instances{app=\"%s\",grain=\"%s\"} %" PRId64 "\n",
-                       q->app, q->grain, q->len > pending ? q->len - pending : 0, q->app, q->grain,
-                       pending);
-    scrape_step(q->s);
-    free(q);
-}
-
-static void len_cb(sand_lbus_t *lbus, int status, const redisReply *reply, const char *errstr,
-                   void *ud)
-{
-    struct qprobe *q = ud;
-    q->len = status == 0 && reply && reply->type == REDIS_REPLY_INTEGER ? reply->integer : 0;
-    char key[256];
-    snprintf(key, sizeof(key), SAND_KEY_QUEUE_FMT, q->app, q->grain);
-    if (sand_lbus_command(lbus, pending_cb, q, "XPENDING %s %s", key, SAND_GROUP_WORKERS) < 0) {
-        scrape_step(q->s);
-        free(q);
-    }
+                       p->app, grain, queued, p->app, grain, in_flight);
+    scrape_step(p->s);
+    free(p);
 }
 
 /* Resident set size of a host pid, from /proc; 0 when unknown. */
@@ -302,18 +281,15 @@ void metrics_serve(sand_daemon *d, sand_http_req_t *req)
         if (!a->model)
             continue;
         for (size_t i = 0; i < a->model->n_grains; i++) {
-            struct qprobe *q = calloc(1, sizeof(*q));
-            if (!q)
+            struct depth_probe *p = calloc(1, sizeof(*p));
+            if (!p)
                 continue;
-            q->s = s;
-            sand_strlcpy(q->app, a->name, sizeof(q->app));
-            sand_strlcpy(q->grain, a->model->grains[i]->name, sizeof(q->grain));
-            char key[256];
-            snprintf(key, sizeof(key), SAND_KEY_QUEUE_FMT, q->app, q->grain);
+            p->s = s;
+            sand_strlcpy(p->app, a->name, sizeof(p->app));
             s->pending++;
-            if (sand_lbus_command(d->lbus, len_cb, q, "XLEN %s", key) < 0) {
+            if (apps_queue_depth(d, a->name, a->model->grains[i]->name, depth_cb, p) < 0) {
                 s->pending--;
-                free(q);
+                free(p);
             }
         }
         struct sup_probe *p = calloc(1, sizeof(*p));

@@ -128,6 +128,11 @@ void apps_delete(sand_daemon *d, app_entry_t *a, sand_http_req_t *req);
 /* GET /v1/apps/{app}: the description with live worker states and queue depths. */
 void apps_describe(sand_daemon *d, app_entry_t *a, sand_http_req_t *req);
 void apps_list(sand_daemon *d, sand_http_req_t *req);
+/* Events of a grain's queue not taken yet, and taken but not finished (live instances). cb runs
+ * once (loop thread) unless this returns < 0. */
+typedef void (*queue_depth_cb)(const char *grain, int64_t queued, int64_t in_flight, void *ud);
+int apps_queue_depth(sand_daemon *d, const char *app, const char *grain, queue_depth_cb cb,
+                     void *ud);
 void apps_close_all(sand_daemon *d);
 
 /* metrics.c */
