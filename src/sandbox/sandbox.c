@@ -86,13 +86,16 @@ int sand_sbx_driver_open(uv_loop_t *loop, const sand_sbx_opts_t *opts, sand_sbx_
     }
 
     if (!strcmp(kind, "docker")) {
-        driver_free(drv);
-        return sand_err_set(err, SAND_EINVAL, "docker sandbox driver is not available");
+        if ((rc = sand__docker_ping(drv->docker_socket, err)) < 0) {
+            driver_free(drv);
+            return sand_err_wrap(err, rc, "docker sandbox driver");
+        }
+        drv->kind = SAND_SBX_DOCKER;
     } else if (!strcmp(kind, "process")) {
         drv->kind = SAND_SBX_PROCESS;
     } else {
         sand_err probe = {0};
-        if (false) {
+        if (sand__docker_ping(drv->docker_socket, &probe) == 0) {
             drv->kind = SAND_SBX_DOCKER;
         } else {
             drv->kind = SAND_SBX_PROCESS;
@@ -102,7 +105,7 @@ int sand_sbx_driver_open(uv_loop_t *loop, const sand_sbx_opts_t *opts, sand_sbx_
                       drv->docker_socket, probe.msg);
         }
     }
-    drv->ops = &sand__sbx_process_ops;
+    drv->ops = drv->kind == SAND_SBX_DOCKER ? &sand__sbx_docker_ops : &sand__sbx_process_ops;
     if ((rc = drv->ops->open(drv, err)) < 0) {
         driver_free(drv);
         return sand_err_wrap(err, rc, "open %s sandbox driver", sand_sbx_kind_name(drv->kind));
