@@ -283,8 +283,8 @@ static const char *const usr_links[] = {"bin", "lib", "lib64", "sbin"};
 /* Builds the tar of the base image's rootfs in out. */
 static int base_tar(sand_bytes_t *out, sand_err *err)
 {
-    static const char *const dirs[] = {"usr", "app", "run", "run/sand", "proc", "dev",
-                                       "sys", "etc", "opt", "var",      "root"};
+    static const char *const dirs[] = {"usr", "app", "run", "run/sand", "proc",
+                                       "dev", "sys", "etc", "opt",      "var"};
     struct archive *a = archive_write_new();
     int rc = 0;
 
@@ -297,7 +297,7 @@ static int base_tar(sand_bytes_t *out, sand_err *err)
         return rc;
     }
     for (size_t i = 0; rc == 0 && i < SAND_ARRAY_LEN(dirs); i++)
-        rc = tar_add(a, dirs[i], AE_IFDIR, !strcmp(dirs[i], "root") ? 0700 : 0755, NULL, NULL);
+        rc = tar_add(a, dirs[i], AE_IFDIR, 0755, NULL, NULL);
     if (rc == 0)
         rc = tar_add(a, "tmp", AE_IFDIR, 01777, NULL, NULL);
     for (size_t i = 0; rc == 0 && i < SAND_ARRAY_LEN(usr_links); i++) {
@@ -314,7 +314,7 @@ static int base_tar(sand_bytes_t *out, sand_err *err)
     }
     if (rc == 0)
         rc = tar_add(a, "etc/passwd", AE_IFREG, 0644, NULL,
-                     "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+                     "root:x:0:0:root:/nonexistent:/usr/sbin/nologin\n"
                      "sand:x:65534:65534:sand:/tmp:/usr/sbin/nologin\n");
     if (rc == 0)
         rc = tar_add(a, "etc/group", AE_IFREG, 0644, NULL, "root:x:0:\nsand:x:65534:\n");
@@ -507,7 +507,9 @@ static void run_stats(dk_drv_t *dd, dk_job_t *job, sand_bytes_t *resp)
     long code;
     int rc;
 
-    snprintf(path, sizeof(path), "/containers/%s/stats?stream=false", job->name);
+    /* one-shot: without it Docker waits for a second sample (about 1 s) to compute CPU use,
+     * which would hold every job queued behind this one */
+    snprintf(path, sizeof(path), "/containers/%s/stats?stream=false&one-shot=true", job->name);
     if ((rc = dk_call(dd, "GET", path, NULL, DK_CALL_MS, ok200, &code, resp, &err)) < 0) {
         job_fail(job, rc, &err);
         return;

@@ -429,5 +429,35 @@ class DockerLatency(unittest.TestCase):
                                                 dock[2] * 1e3, dock[1] / proc[1]))
 
 
+class DockerMissingImage(unittest.TestCase):
+    def test_missing_image_fails_the_app_with_the_reason(self):
+        s = Sandd({"sandbox.image": "sand-test-missing:0"}, driver="docker").start()
+        tmp = tempfile.mkdtemp(prefix="sand-bundles-")
+        try:
+            d = write_bundle(tmp + "/lat", {"app.yaml": LAT_APP, "g.py": "def echo(e, c):\n    return e\n"})
+            import io
+            import tarfile
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w:gz") as t:
+                for name in sorted(os.listdir(d)):
+                    t.add(os.path.join(d, name), arcname=name)
+            r = s.request("POST", "/v1/apps", buf.getvalue(), headers={"Content-Type": "application/gzip"})
+            self.assertIn(r.status, (200, 201), r.body)
+            deadline = time.time() + 30
+            desc = {}
+            while time.time() < deadline:
+                desc = s.request("GET", "/v1/apps/lat").json()
+                if desc["state"] == "failed":
+                    break
+                time.sleep(0.1)
+            self.assertEqual(desc["state"], "failed", desc)
+            self.assertIn("sand-test-missing:0", desc.get("failure", ""))
+            self.assertIn("does not exist", desc.get("failure", ""))
+            # sandd itself keeps serving
+            self.assertEqual(s.request("GET", "/healthz", auth=False).status, 200)
+        finally:
+            s.stop()
+
+
 if __name__ == "__main__":
     unittest.main()
