@@ -6,6 +6,12 @@
  * binary is reported as failed, and a second driver instance adopts a sandbox left running by
  * the first. The grain workers are this test binary itself, started through a symlink named
  * sand-worker-python (it then just sleeps until SIGTERM), so the test needs no Python runtime.
+ * The docker driver runs against a fake Engine API on a private unix socket (no Docker needed):
+ * its create request carries the documented hardening, a container becomes RUNNING with its id
+ * and pid, stats subtract the inactive file cache, an exit is reported with the container's
+ * exit code and the dead container removed, stop means stop + delete, a container left running
+ * is adopted by a new driver, and closing with a start in flight calls nothing back; a docker
+ * driver without a daemon fails to open while "auto" falls back to the process driver.
  */
 #include "sand/sandbox.h"
 
@@ -13,6 +19,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <spawn.h>
@@ -610,6 +617,327 @@ static void test_adopt(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* ---- the docker driver against a fake Engine API ----------------------------------------- */
+
+/* A minimal Docker daemon on a unix socket, one connection at a time (the driver makes one
+ * call at a time), answering "Connection: close". It keeps one container whose state the test
+ * drives, and records what the driver asked for. */
+typedef struct fake_docker {
+    pthread_mutex_t mu;
+    pthread_t thread;
+    int lfd;
+    char sock[400];
+    int state; /* 0 no container, 1 running, 2 exited */
+    int exit_code;
+    char name[256];
+    char create_body[16384];
+    int n_create, n_stop, n_delete, n_stats;
+} fake_docker_t;
+
+static fake_docker_t g_fd;
+
+static void fake_reply(int fd, int code, const char *body)
+{
+    char head[256];
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                     "Connection: close\r\n\r\n",
+                     code, strlen(body));
+    if (write(fd, head, (size_t)n) < 0 || write(fd, body, strlen(body)) < 0)
+        return;
+}
+
+static void fake_serve(int fd)
+{
+    static char req[32768];
+    char method[16] = "", path[2048] = "", out[4096];
+    size_t len = 0, need = 0;
+    char *hend = NULL, *cl;
+    ssize_t n;
+
+    while (len < sizeof(req) - 1 && (n = read(fd, req + len, sizeof(req) - 1 - len)) > 0) {
+        len += (size_t)n;
+        req[len] = '\0';
+        if (!hend && (hend = strstr(req, "\r\n\r\n"))) {
+            cl = strstr(req, "Content-Length:");
+            need = (size_t)(hend - req) + 4 + (cl && cl < hend ? strtoul(cl + 15, NULL, 10) : 0);
+        }
+        if (hend && len >= need)
+            break;
+    }
+    if (!hend || sscanf(req, "%15s %2047s", method, path) != 2)
+        return;
+    pthread_mutex_lock(&g_fd.mu);
+    if (!strcmp(path, "/_ping")) {
+        fake_reply(fd, 200, "OK");
+    } else if (!strncmp(path, "/v1.41/images/", 14)) {
+        fake_reply(fd, 200, "{}");
+    } else if (!strncmp(path, "/v1.41/containers/create?name=", 30)) {
+        sand_strlcpy(g_fd.name, path + 30, sizeof(g_fd.name));
+        sand_strlcpy(g_fd.create_body, hend + 4, sizeof(g_fd.create_body));
+        g_fd.state = 1;
+        g_fd.n_create++;
+        fake_reply(fd, 201,
+                   "{\"Id\":\"0123456789abcdef0123456789abcdef0123456789abcdef0123456789"
+                   "abcdef\"}");
+    } else if (!strncmp(path, "/v1.41/containers/json?", 23)) {
+        if (!g_fd.state)
+            fake_reply(fd, 200, "[]");
+        else {
+            snprintf(out, sizeof(out),
+                     "[{\"Id\":\"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+                     "\",\"Names\":[\"/%s\"],\"State\":\"%s\",\"Labels\":{\"sand.app\":\"demo\","
+                     "\"sand.version\":\"7\",\"sand.grains\":\"\",\"sand.data_dir\":\"%s\"}}]",
+                     g_fd.name, g_fd.state == 1 ? "running" : "exited", g_data);
+            fake_reply(fd, 200, out);
+        }
+    } else if (g_fd.state && strstr(path, g_fd.name)) {
+        const char *rest = strstr(path, g_fd.name) + strlen(g_fd.name);
+        if (!strcmp(method, "POST") && !strcmp(rest, "/start")) {
+            fake_reply(fd, 204, "");
+        } else if (!strcmp(method, "GET") && !strcmp(rest, "/json")) {
+            snprintf(out, sizeof(out),
+                     "{\"Id\":\"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+                     "\",\"State\":{\"Pid\":%d,\"ExitCode\":%d},\"HostConfig\":{\"Memory\":0}}",
+                     g_fd.state == 1 ? 4242 : 0, g_fd.exit_code);
+            fake_reply(fd, 200, out);
+        } else if (!strncmp(rest, "/stats?", 7)) {
+            g_fd.n_stats++;
+            fake_reply(fd, 200,
+                       "{\"memory_stats\":{\"usage\":1000000,\"limit\":5000000,\"stats\":{"
+                       "\"inactive_file\":200000}},\"pids_stats\":{\"current\":3}}");
+        } else if (!strncmp(rest, "/stop?", 6)) {
+            g_fd.n_stop++;
+            g_fd.state = 2;
+            fake_reply(fd, 204, "");
+        } else if (!strcmp(method, "DELETE")) {
+            g_fd.n_delete++;
+            g_fd.state = 0;
+            fake_reply(fd, 204, "");
+        } else {
+            fake_reply(fd, 404, "{\"message\":\"unexpected\"}");
+        }
+    } else {
+        if (!strcmp(method, "DELETE"))
+            g_fd.n_delete++;
+        fake_reply(fd, 404, "{\"message\":\"No such container\"}");
+    }
+    pthread_mutex_unlock(&g_fd.mu);
+}
+
+static void *fake_docker_main(void *arg)
+{
+    int fd;
+    (void)arg;
+    while ((fd = accept(g_fd.lfd, NULL, NULL)) >= 0) {
+        fake_serve(fd);
+        close(fd);
+    }
+    return NULL;
+}
+
+static void fake_docker_start(void)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    memset(&g_fd, 0, sizeof(g_fd));
+    pthread_mutex_init(&g_fd.mu, NULL);
+    snprintf(g_fd.sock, sizeof(g_fd.sock), "%s/docker.sock", g_tmp);
+    unlink(g_fd.sock);
+    assert_true(strlen(g_fd.sock) < sizeof(a.sun_path));
+    memcpy(a.sun_path, g_fd.sock, strlen(g_fd.sock) + 1);
+    g_fd.lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(g_fd.lfd >= 0);
+    assert_int_equal(bind(g_fd.lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(g_fd.lfd, 16), 0);
+    assert_int_equal(pthread_create(&g_fd.thread, NULL, fake_docker_main, NULL), 0);
+}
+
+static void fake_docker_stop(void)
+{
+    shutdown(g_fd.lfd, SHUT_RDWR);
+    pthread_join(g_fd.thread, NULL);
+    close(g_fd.lfd);
+    unlink(g_fd.sock);
+    pthread_mutex_destroy(&g_fd.mu);
+}
+
+static sand_sbx_driver_t *open_fake_docker(uv_loop_t *loop)
+{
+    sand_sbx_driver_t *drv = NULL;
+    sand_err err = {0};
+    sand_sbx_opts_t o = {.kind = "docker",
+                         .data_dir = g_data,
+                         .bin_dir = g_bin,
+                         .redis_socket = g_sock,
+                         .docker_socket = g_fd.sock,
+                         .memory = 64 << 20,
+                         .pids = 100,
+                         .watch_interval_ms = 50};
+    int rc = sand_sbx_driver_open(loop, &o, &drv, &err);
+    if (rc < 0)
+        print_error("open: %s\n", err.msg);
+    assert_int_equal(rc, 0);
+    assert_int_equal(sand_sbx_driver_kind(drv), SAND_SBX_DOCKER);
+    return drv;
+}
+
+static bool sbx_running(void *ud)
+{
+    return sand_sbx_state(ud) == SAND_SBX_RUNNING;
+}
+
+typedef struct stats_res {
+    bool done;
+    int status;
+    sand_sbx_stats_t st;
+} stats_res;
+
+static void on_stats(sand_sbx_t *sbx, int status, const sand_sbx_stats_t *st, void *ud)
+{
+    stats_res *r = ud;
+    r->done = true;
+    r->status = status;
+    if (st)
+        r->st = *st;
+}
+
+static int fake_count(const int *field)
+{
+    int v;
+    pthread_mutex_lock(&g_fd.mu);
+    v = *field;
+    pthread_mutex_unlock(&g_fd.mu);
+    return v;
+}
+
+static void test_docker_fake_daemon(void **state)
+{
+    uv_loop_t loop;
+    sand_sbx_driver_t *drv;
+    sand_sbx_t *sbx;
+    exit_res ex = {0};
+    stats_res sr = {0};
+    stop_res stp = {0};
+    char want[512];
+
+    fake_docker_start();
+    assert_int_equal(uv_loop_init(&loop), 0);
+    drv = open_fake_docker(&loop);
+
+    /* start: create + start on the HTTP thread, RUNNING once the loop hears back */
+    sbx = start_demo(drv, "demo", g_bundle, on_exit_cb, &ex);
+    assert_int_equal(sand_sbx_state(sbx), SAND_SBX_STARTING);
+    assert_string_equal(sand_sbx_id(sbx), "");
+    assert_true(run_until(&loop, sbx_running, sbx, 5000));
+    assert_int_equal(strlen(sand_sbx_id(sbx)), 64);
+    assert_int_equal(sand_sbx_supervisor_pid(sbx), 4242);
+    /* the container is hardened as documented */
+    pthread_mutex_lock(&g_fd.mu);
+    assert_non_null(strstr(g_fd.name, "sand-demo-v7-"));
+    assert_non_null(strstr(g_fd.create_body, "\"NetworkMode\":\"none\""));
+    assert_non_null(strstr(g_fd.create_body, "\"ReadonlyRootfs\":true"));
+    assert_non_null(strstr(g_fd.create_body, "\"CapDrop\":[\"ALL\"]"));
+    assert_non_null(strstr(g_fd.create_body, "\"SecurityOpt\":[\"no-new-privileges\"]"));
+    assert_non_null(strstr(g_fd.create_body, "\"User\":\"65534:65534\""));
+    assert_non_null(strstr(g_fd.create_body, "\"Memory\":67108864"));
+    assert_non_null(strstr(g_fd.create_body, "\"PidsLimit\":100"));
+    assert_non_null(strstr(g_fd.create_body, "\"Init\":false"));
+    assert_non_null(strstr(g_fd.create_body, "SAND_REDIS=unix:/run/sand/redis.sock"));
+    assert_non_null(strstr(g_fd.create_body, "SAND_BUNDLE=/app"));
+    assert_non_null(strstr(g_fd.create_body, "\"/tmp\":\"rw,nosuid,nodev,size=256m"));
+    snprintf(want, sizeof(want), "\"%s:/app:ro\"", g_bundle);
+    assert_non_null(strstr(g_fd.create_body, want));
+    snprintf(want, sizeof(want), "\"%s:/run/sand:ro\"", g_tmp);
+    assert_non_null(strstr(g_fd.create_body, want));
+    snprintf(want, sizeof(want), "\"sand.data_dir\":\"%s\"", g_data);
+    assert_non_null(strstr(g_fd.create_body, want));
+    assert_non_null(strstr(g_fd.create_body, "\"sand.version\":\"7\""));
+    pthread_mutex_unlock(&g_fd.mu);
+
+    /* stats: usage minus inactive file cache */
+    assert_int_equal(sand_sbx_stats(sbx, on_stats, &sr), 0);
+    assert_true(run_until(&loop, flag_set, &sr.done, 5000));
+    assert_int_equal(sr.status, 0);
+    assert_int_equal(sr.st.memory, 800000);
+    assert_int_equal(sr.st.memory_limit, 5000000);
+    assert_int_equal(sr.st.pids, 3);
+
+    /* the container dies: the poll reports its exit code, the dead container is removed */
+    pthread_mutex_lock(&g_fd.mu);
+    g_fd.state = 2;
+    g_fd.exit_code = 3;
+    pthread_mutex_unlock(&g_fd.mu);
+    assert_true(run_until(&loop, flag_set, &ex.called, 5000));
+    assert_int_equal(ex.status, 3);
+    assert_int_equal(sand_sbx_state(sbx), SAND_SBX_EXITED);
+    sand_sbx_free(sbx);
+    for (int i = 0; i < 100 && fake_count(&g_fd.n_delete) == 0; i++)
+        uv_run(&loop, UV_RUN_NOWAIT), usleep(10000);
+    assert_int_equal(fake_count(&g_fd.n_delete), 1);
+
+    /* stop: docker stop then delete */
+    memset(&ex, 0, sizeof(ex));
+    sbx = start_demo(drv, "demo", g_bundle, on_exit_cb, &ex);
+    assert_true(run_until(&loop, sbx_running, sbx, 5000));
+    assert_int_equal(sand_sbx_stop(sbx, on_stopped, &stp), 0);
+    assert_true(run_until(&loop, flag_set, &stp.done, 5000));
+    assert_int_equal(stp.status, 0);
+    assert_int_equal(sand_sbx_state(sbx), SAND_SBX_STOPPED);
+    assert_int_equal(fake_count(&g_fd.n_stop), 1);
+    assert_int_equal(fake_count(&g_fd.n_delete), 2);
+    assert_false(ex.called);
+    sand_sbx_free(sbx);
+
+    /* a container left running is adopted by a new driver instance */
+    sbx = start_demo(drv, "demo", g_bundle, NULL, NULL);
+    assert_true(run_until(&loop, sbx_running, sbx, 5000));
+    sand_sbx_free(sbx); /* detached, still running */
+    close_driver(&loop, drv);
+    drv = open_fake_docker(&loop);
+    adopt_res ar = {0};
+    assert_int_equal(sand_sbx_adopt_all(drv, on_found, on_adopt_done, &ar, NULL), 0);
+    assert_true(run_until(&loop, flag_set, &ar.done, 5000));
+    assert_int_equal(ar.status, 0);
+    assert_int_equal(ar.n_found, 1);
+    assert_true(sand_sbx_adopted(ar.found[0]));
+    assert_string_equal(sand_sbx_app(ar.found[0]), "demo");
+    assert_int_equal(sand_sbx_version(ar.found[0]), 7);
+    assert_int_equal(strlen(sand_sbx_id(ar.found[0])), 64);
+    sand_sbx_free(ar.found[0]);
+
+    /* closing with work in flight cancels it: no callback after close, nothing leaks */
+    memset(&ex, 0, sizeof(ex));
+    memset(&sr, 0, sizeof(sr));
+    sbx = start_demo(drv, "demo", g_bundle, on_exit_cb, &ex);
+    close_driver(&loop, drv);
+    assert_false(ex.called);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    fake_docker_stop();
+}
+
+static void test_docker_unavailable(void **state)
+{
+    uv_loop_t loop;
+    sand_sbx_driver_t *drv = NULL;
+    sand_err err = {0};
+    char sock[400];
+    sand_sbx_opts_t o = {.kind = "docker", .data_dir = g_data, .bin_dir = g_bin};
+
+    snprintf(sock, sizeof(sock), "%s/no-docker.sock", g_tmp);
+    o.docker_socket = sock;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    /* docker requested: open fails and says why */
+    assert_true(sand_sbx_driver_open(&loop, &o, &drv, &err) < 0);
+    assert_null(drv);
+    assert_non_null(strstr(err.msg, "no-docker.sock"));
+    /* auto: falls back to the process driver */
+    o.kind = "auto";
+    assert_int_equal(sand_sbx_driver_open(&loop, &o, &drv, &err), 0);
+    assert_int_equal(sand_sbx_driver_kind(drv), SAND_SBX_PROCESS);
+    close_driver(&loop, drv);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 static void test_bad_options(void **state)
 {
     uv_loop_t loop;
@@ -647,6 +975,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_supervisor_killed),
         cmocka_unit_test(test_missing_worker_binary),
         cmocka_unit_test(test_adopt),
+        cmocka_unit_test(test_docker_unavailable),
+        cmocka_unit_test(test_docker_fake_daemon),
     };
     sand_log_set_level(SAND_LOG_ERROR);
     return cmocka_run_group_tests(tests, setup, teardown);
