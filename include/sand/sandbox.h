@@ -190,6 +190,24 @@ bool sand_sbx_adopted(const sand_sbx_t *sbx);
  * running: SAND_ENOTFOUND; cb not called). */
 int sand_sbx_stats(sand_sbx_t *sbx, sand_sbx_stats_cb cb, void *ud);
 
+/* One grain worker of a sandbox as seen from the host. */
+typedef struct sand_sbx_worker_pid {
+    const char *grain; /* owned by the driver, valid during the callback only */
+    pid_t pid;         /* host pid */
+} sand_sbx_worker_pid_t;
+
+/* Worker pids result: status 0 and n entries (n may be 0), or < 0 and workers NULL. */
+typedef void (*sand_sbx_worker_pids_cb)(sand_sbx_t *sbx, int status,
+                                        const sand_sbx_worker_pid_t *workers, size_t n, void *ud);
+
+/* Host pids of the grain workers of a running sandbox. The supervisor reports the pids it sees,
+ * which inside a container are those of the container's PID namespace; this translates them.
+ * Docker driver: GET /containers/ID/top, a worker being a direct child of the supervisor whose
+ * command line holds "--grain NAME". cb runs once, always asynchronously, on the loop thread.
+ * Returns 0, SAND_ENOTFOUND when not running, or SAND_EINVAL for the process driver, whose
+ * supervisor already reports host pids (cb not called). */
+int sand_sbx_worker_pids(sand_sbx_t *sbx, sand_sbx_worker_pids_cb cb, void *ud);
+
 /* Finds the sandboxes a previous driver instance (a crashed or restarted sandd) left running:
  * process driver: data_dir/apps/APP/sandbox*.pid whose pid is still a sand-supervisor of that
  * app (stale pid files are removed); docker: containers labelled sand.app, sand.version and

@@ -56,6 +56,7 @@ typedef enum dk_kind {
     JOB_STATS,
     JOB_POLL,
     JOB_ADOPT,
+    JOB_TOP,
 } dk_kind_t;
 
 typedef struct dk_job {
@@ -75,9 +76,11 @@ typedef struct dk_job {
     pid_t pid;
     int64_t memory_limit;
     sand_sbx_stats_t stats;
-    json_t *list; /* JOB_POLL: [{name, running, exit}]; JOB_ADOPT: [{id, name, app, ...}] */
+    json_t *list; /* JOB_POLL: [{name, running, exit}]; JOB_ADOPT: [{id, name, app, ...}];
+                     JOB_TOP: [{grain, pid}] */
     /* callbacks */
     sand_sbx_stats_cb stats_cb;
+    sand_sbx_worker_pids_cb pids_cb;
     sand_sbx_adopt_cb found;
     sand_sbx_done_cb done;
     void *ud;
@@ -645,6 +648,79 @@ static void run_adopt(dk_drv_t *dd, dk_job_t *job, sand_bytes_t *resp)
     json_decref(list);
 }
 
+static int title_index(json_t *titles, const char *a, const char *b)
+{
+    json_t *t;
+    size_t i;
+    json_array_foreach(titles, i, t)
+    {
+        const char *s = json_string_value(t);
+        if (s && (!strcmp(s, a) || (b && !strcmp(s, b))))
+            return (int)i;
+    }
+    return -1;
+}
+
+/* Host pids of the workers: processes of the container (docker runs ps -ef on the host) that
+ * are direct children of the supervisor and carry "--grain NAME" (a worker's forked instances
+ * share its command line but are its children). */
+static void run_top(dk_drv_t *dd, dk_job_t *job, sand_bytes_t *resp)
+{
+    static const long ok200[] = {200, 0};
+    char path[DK_NAME_MAX + 64];
+    sand_err err = {0};
+    json_t *j, *titles, *procs, *p, *ins;
+    int ipid, ippid, icmd;
+    int64_t sup = 0;
+    size_t i;
+    long code;
+    int rc;
+
+    if ((rc = inspect(dd, job->name, &ins, resp, &err)) < 0) {
+        job_fail(job, rc, &err);
+        return;
+    }
+    sup = json_int_at(ins, "State", "Pid");
+    json_decref(ins);
+    snprintf(path, sizeof(path), "/containers/%s/top", job->name);
+    if ((rc = dk_call(dd, "GET", path, NULL, DK_CALL_MS, ok200, &code, resp, &err)) < 0) {
+        job_fail(job, rc, &err);
+        return;
+    }
+    if (!(j = json_loadb(resp->data, resp->len, 0, NULL))) {
+        job->status = SAND_EIO;
+        snprintf(job->msg, sizeof(job->msg), "docker GET %s: bad JSON", path);
+        return;
+    }
+    titles = json_object_get(j, "Titles");
+    procs = json_object_get(j, "Processes");
+    ipid = title_index(titles, "PID", NULL);
+    ippid = title_index(titles, "PPID", NULL);
+    icmd = title_index(titles, "CMD", "COMMAND");
+    job->list = json_array();
+    json_array_foreach(procs, i, p)
+    {
+        const char *cmd = json_string_value(json_array_get(p, (size_t)icmd));
+        const char *g = cmd ? strstr(cmd, " --grain ") : NULL;
+        int64_t pid = 0, ppid = -1;
+        size_t gl;
+        if (ipid < 0 || icmd < 0 || !g ||
+            sand_parse_int(json_string_value(json_array_get(p, (size_t)ipid)) ?: "", 1, INT32_MAX,
+                           &pid, NULL) < 0)
+            continue;
+        if (ippid >= 0 && sup > 0 &&
+            (sand_parse_int(json_string_value(json_array_get(p, (size_t)ippid)) ?: "", 0, INT32_MAX,
+                            &ppid, NULL) < 0 ||
+             ppid != sup))
+            continue;
+        g += strlen(" --grain ");
+        gl = strcspn(g, " ");
+        json_array_append_new(job->list,
+                              json_pack("{s:s%,s:I}", "grain", g, gl, "pid", (json_int_t)pid));
+    }
+    json_decref(j);
+}
+
 static void run_job(dk_drv_t *dd, dk_job_t *job, sand_bytes_t *resp)
 {
     sand_err err;
@@ -666,6 +742,9 @@ static void run_job(dk_drv_t *dd, dk_job_t *job, sand_bytes_t *resp)
         break;
     case JOB_ADOPT:
         run_adopt(dd, job, resp);
+        break;
+    case JOB_TOP:
+        run_top(dd, job, resp);
         break;
     }
 }
@@ -875,6 +954,31 @@ static void done_adopt(dk_drv_t *dd, dk_job_t *job)
         job->done(drv, 0, "", job->ud);
 }
 
+static void done_top(dk_job_t *job)
+{
+    size_t n = job->status == 0 ? json_array_size(job->list) : 0;
+    sand_sbx_worker_pid_t *w = n ? calloc(n, sizeof(*w)) : NULL;
+    json_t *c;
+    size_t i;
+
+    if (n && !w) {
+        job->pids_cb(job->sbx, SAND_ENOMEM, NULL, 0, job->ud);
+        return;
+    }
+    json_array_foreach(job->list, i, c)
+    {
+        if (i >= n)
+            break;
+        w[i].grain = json_string_value(json_object_get(c, "grain"));
+        w[i].pid = (pid_t)json_integer_value(json_object_get(c, "pid"));
+    }
+    if (job->status < 0)
+        job->pids_cb(job->sbx, job->status, NULL, 0, job->ud);
+    else
+        job->pids_cb(job->sbx, 0, w ? w : (sand_sbx_worker_pid_t[1]){{0}}, n, job->ud);
+    free(w);
+}
+
 /* Runs the loop half of a finished job (canceled: the driver is closing). */
 static void job_complete(dk_drv_t *dd, dk_job_t *job, bool canceled)
 {
@@ -911,6 +1015,9 @@ static void job_complete(dk_drv_t *dd, dk_job_t *job, bool canceled)
         } else {
             job->stats_cb(sbx, job->status, NULL, job->ud);
         }
+        break;
+    case JOB_TOP:
+        done_top(job);
         break;
     case JOB_POLL:
         if (canceled)
@@ -1282,6 +1389,17 @@ static int dk_stats(sand_sbx_t *sbx, sand_sbx_stats_cb cb, void *ud)
     return 0;
 }
 
+static int dk_worker_pids(sand_sbx_t *sbx, sand_sbx_worker_pids_cb cb, void *ud)
+{
+    dk_job_t *job = job_new(JOB_TOP, sbx);
+    if (!job)
+        return SAND_ENOMEM;
+    job->pids_cb = cb;
+    job->ud = ud;
+    job_submit(sbx->drv->priv, job);
+    return 0;
+}
+
 static int dk_adopt_all(sand_sbx_driver_t *drv, sand_sbx_adopt_cb found, sand_sbx_done_cb done,
                         void *ud, sand_err *err)
 {
@@ -1310,6 +1428,7 @@ const sbx_ops_t sand__sbx_docker_ops = {
     .start = dk_start,
     .stop = dk_stop,
     .stats = dk_stats,
+    .worker_pids = dk_worker_pids,
     .adopt_all = dk_adopt_all,
     .release_sbx = dk_release_sbx,
     .close = dk_close,

@@ -371,6 +371,15 @@ int sand_sbx_stats(sand_sbx_t *sbx, sand_sbx_stats_cb cb, void *ud)
     return sbx->drv->ops->stats(sbx, cb, ud);
 }
 
+int sand_sbx_worker_pids(sand_sbx_t *sbx, sand_sbx_worker_pids_cb cb, void *ud)
+{
+    if (!sbx->drv->ops->worker_pids)
+        return SAND_EINVAL;
+    if (sbx->state != SAND_SBX_RUNNING || sbx->drv->closing)
+        return SAND_ENOTFOUND;
+    return sbx->drv->ops->worker_pids(sbx, cb, ud);
+}
+
 int sand_sbx_adopt_all(sand_sbx_driver_t *drv, sand_sbx_adopt_cb found, sand_sbx_done_cb done,
                        void *ud, sand_err *err)
 {

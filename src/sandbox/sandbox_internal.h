@@ -19,6 +19,8 @@ typedef struct sbx_ops {
     /* Begins a stop; must end with sand__sbx_stop_done(). */
     void (*stop)(sand_sbx_t *sbx);
     int (*stats)(sand_sbx_t *sbx, sand_sbx_stats_cb cb, void *ud);
+    /* NULL when the supervisor's pids are host pids already (process driver). */
+    int (*worker_pids)(sand_sbx_t *sbx, sand_sbx_worker_pids_cb cb, void *ud);
     int (*adopt_all)(sand_sbx_driver_t *drv, sand_sbx_adopt_cb found, sand_sbx_done_cb done,
                      void *ud, sand_err *err);
     /* Releases the driver-specific parts of sbx; returns the number of libuv handles being
@@ -61,7 +63,7 @@ struct sand_sbx {
     void *exit_ud;
     sand_sbx_stop_cb stop_cb;
     void *stop_ud;
-    int pending_ops; /* stats requests in flight (docker) that still reference sbx */
+    int pending_ops; /* stats and other requests in flight (docker) that still reference sbx */
     void *priv;
 };
 

@@ -8,7 +8,8 @@
  * sand-worker-python (it then just sleeps until SIGTERM), so the test needs no Python runtime.
  * The docker driver runs against a fake Engine API on a private unix socket (no Docker needed):
  * its create request carries the documented hardening, a container becomes RUNNING with its id
- * and pid, stats subtract the inactive file cache, an exit is reported with the container's
+ * and pid, stats subtract the inactive file cache, worker pids are translated to host pids
+ * through the top call, an exit is reported with the container's
  * exit code and the dead container removed, stop means stop + delete, a container left running
  * is adopted by a new driver, and closing with a start in flight calls nothing back; a docker
  * driver without a daemon fails to open while "auto" falls back to the process driver.
@@ -706,6 +707,19 @@ static void fake_serve(int fd)
             fake_reply(fd, 200,
                        "{\"memory_stats\":{\"usage\":1000000,\"limit\":5000000,\"stats\":{"
                        "\"inactive_file\":200000}},\"pids_stats\":{\"current\":3}}");
+        } else if (!strcmp(rest, "/top")) {
+            fake_reply(
+                fd, 200,
+                "{\"Titles\":[\"UID\",\"PID\",\"PPID\",\"C\",\"STIME\",\"TTY\",\"TIME\","
+                "\"CMD\"],\"Processes\":["
+                "[\"65534\",\"4242\",\"1\",\"0\",\"t\",\"?\",\"0\",\"/b/sand-supervisor "
+                "--app demo\"],"
+                "[\"65534\",\"4300\",\"4242\",\"0\",\"t\",\"?\",\"0\",\"/b/sand-worker-python "
+                "--grain a\"],"
+                "[\"65534\",\"4301\",\"4300\",\"0\",\"t\",\"?\",\"0\",\"/b/sand-worker-python "
+                "--grain a\"],"
+                "[\"65534\",\"4302\",\"4242\",\"0\",\"t\",\"?\",\"0\",\"/b/sand-worker-python "
+                "--grain b\"]]}");
         } else if (!strncmp(rest, "/stop?", 6)) {
             g_fd.n_stop++;
             g_fd.state = 2;
@@ -801,6 +815,26 @@ static void on_stats(sand_sbx_t *sbx, int status, const sand_sbx_stats_t *st, vo
         r->st = *st;
 }
 
+typedef struct pids_res {
+    bool done;
+    int status;
+    size_t n;
+    char grain[4][16];
+    pid_t pid[4];
+} pids_res;
+
+static void on_pids(sand_sbx_t *sbx, int status, const sand_sbx_worker_pid_t *w, size_t n, void *ud)
+{
+    pids_res *r = ud;
+    r->done = true;
+    r->status = status;
+    r->n = n;
+    for (size_t i = 0; i < n && i < 4; i++) {
+        sand_strlcpy(r->grain[i], w[i].grain, sizeof(r->grain[i]));
+        r->pid[i] = w[i].pid;
+    }
+}
+
 static int fake_count(const int *field)
 {
     int v;
@@ -820,6 +854,7 @@ static void test_docker_fake_daemon(void **state)
     stop_res stp = {0};
     char want[512];
 
+    signal(SIGPIPE, SIG_IGN); /* the fake daemon writes to connections the client may close */
     fake_docker_start();
     assert_int_equal(uv_loop_init(&loop), 0);
     drv = open_fake_docker(&loop);
@@ -861,6 +896,17 @@ static void test_docker_fake_daemon(void **state)
     assert_int_equal(sr.st.memory, 800000);
     assert_int_equal(sr.st.memory_limit, 5000000);
     assert_int_equal(sr.st.pids, 3);
+
+    /* worker pids as seen from the host: direct children of the supervisor, not instances */
+    pids_res pr = {0};
+    assert_int_equal(sand_sbx_worker_pids(sbx, on_pids, &pr), 0);
+    assert_true(run_until(&loop, flag_set, &pr.done, 5000));
+    assert_int_equal(pr.status, 0);
+    assert_int_equal(pr.n, 2);
+    assert_string_equal(pr.grain[0], "a");
+    assert_int_equal(pr.pid[0], 4300);
+    assert_string_equal(pr.grain[1], "b");
+    assert_int_equal(pr.pid[1], 4302);
 
     /* the container dies: the poll reports its exit code, the dead container is removed */
     pthread_mutex_lock(&g_fd.mu);
@@ -935,6 +981,7 @@ static void test_docker_unavailable(void **state)
     assert_int_equal(sand_sbx_driver_open(&loop, &o, &drv, &err), 0);
     assert_int_equal(sand_sbx_driver_kind(drv), SAND_SBX_PROCESS);
     close_driver(&loop, drv);
+    (void)state;
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
