@@ -99,6 +99,7 @@ typedef struct dk_drv {
     uv_timer_t poll;
     int closing_handles;
     bool poll_inflight;
+    bool poll_failing; /* the last poll failed: its warning was logged */
     bool adopt_pending;
     int outstanding; /* jobs submitted and not completed: the async handle is ref'd while > 0 */
     char image_error[512]; /* last image failure, reported synchronously by the next start */
@@ -873,9 +874,15 @@ static void done_poll(dk_drv_t *dd, dk_job_t *job)
 
     dd->poll_inflight = false;
     if (job->status < 0) {
-        SAND_WARN(SBX_LOG, "watching containers: %s", job->msg);
+        /* once per outage, not every poll interval */
+        if (!dd->poll_failing)
+            SAND_WARN(SBX_LOG, "watching containers: %s", job->msg);
+        dd->poll_failing = true;
         return;
     }
+    if (dd->poll_failing)
+        SAND_INFO(SBX_LOG, "watching containers again");
+    dd->poll_failing = false;
     sand_list_foreach_safe(pos, tmp, &dd->drv->sandboxes)
     {
         sand_sbx_t *sbx = SAND_CONTAINER_OF(pos, sand_sbx_t, node);
