@@ -38,7 +38,7 @@
 #define DK_USER         "65534:65534"
 #define DK_BUNDLE       "/app"
 #define DK_RUN_DIR      "/run/sand"
-#define DK_TMPFS        "rw,nosuid,nodev,size=256m,mode=1777"
+#define DK_TMPFS        "rw,exec,nosuid,nodev,size=256m,mode=1777"
 #define DK_NAME_MAX     200
 #define DK_RESP_MAX     (8u << 20)
 #define DK_CALL_MS      30000L /* any single call but stop */

@@ -879,7 +879,7 @@ static void test_docker_fake_daemon(void **state)
     assert_non_null(strstr(g_fd.create_body, "\"Init\":false"));
     assert_non_null(strstr(g_fd.create_body, "SAND_REDIS=unix:/run/sand/redis.sock"));
     assert_non_null(strstr(g_fd.create_body, "SAND_BUNDLE=/app"));
-    assert_non_null(strstr(g_fd.create_body, "\"/tmp\":\"rw,nosuid,nodev,size=256m"));
+    assert_non_null(strstr(g_fd.create_body, "\"/tmp\":\"rw,exec,nosuid,nodev,size=256m"));
     snprintf(want, sizeof(want), "\"%s:/app:ro\"", g_bundle);
     assert_non_null(strstr(g_fd.create_body, want));
     snprintf(want, sizeof(want), "\"%s:/run/sand:ro\"", g_tmp);
