@@ -3,7 +3,8 @@ test_workflows pass unchanged; a grain sees only its own sandbox's processes (PI
 sand-supervisor), none of the host's files, cannot write outside /tmp, has no network but `lo`,
 and cannot touch another app's keys through the Redis socket (ACL); a container killed through
 the Docker API mid-flight is restarted by sandd and the events its workers had taken are
-re-delivered; `sandctl rm` leaves no container, key or ACL user; two apps with the same grain
+re-delivered; a sandd killed with SIGKILL and restarted adopts its running container and
+finishes the executions in flight; `sandctl rm` leaves no container, key or ACL user; two apps with the same grain
 names do not interfere; granularity grain runs one container per grain. Also prints the
 deploy -> first result time and the per-event latency next to the process driver (no timed
 assertions). Fails loudly when no Docker daemon answers on /var/run/docker.sock."""
@@ -99,6 +100,18 @@ def redis(sandd, *args):
     finally:
         f.close()
         s.close()
+
+
+def sandbox_id(sandd, app, timeout=10):
+    """The app's container id (the app can be ready, its workers reporting, a moment before the
+    driver has heard back from the start call)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        cid = sandd.request("GET", "/v1/apps/" + app).json()["sandbox"]["id"]
+        if cid:
+            return cid
+        time.sleep(0.05)
+    raise AssertionError("app %s has no container id" % app)
 
 
 def setUpModule():
@@ -303,8 +316,8 @@ class DockerSandbox(SanddTestCase):
         self.assertEqual(redis(self.sandd, "GET", "sand:isob:dl:secret"), "s3cret")
 
     def test_container_killed_mid_flight(self):
+        cid = sandbox_id(self.sandd, "isoa")
         desc = self.sandd.request("GET", "/v1/apps/isoa").json()
-        cid = desc["sandbox"]["id"]
         restarts = desc["sandbox"]["restarts"]
         self.assertEqual(len(cid), 64)
         ids = [self.sandd.request("POST", "/v1/apps/isoa/workflows/w?async=1", {"i": i}).json()[
@@ -323,10 +336,11 @@ class DockerSandbox(SanddTestCase):
         self.assertEqual(docker("GET", "/containers/%s/json" % cid)[0], 404)
 
     def test_status_shows_container(self):
+        cid = sandbox_id(self.sandd, "isob")
         rc, out, err = self.sandd.sandctl("status", "isob")
         self.assertEqual(rc, 0, err)
         desc = self.sandd.request("GET", "/v1/apps/isob").json()
-        self.assertIn(desc["sandbox"]["id"][:12], out)
+        self.assertIn(cid[:12], out)
         self.assertEqual(desc["sandbox"]["driver"], "docker")
         self.assertGreater(desc["sandbox"]["memory_bytes"], 0)
         self.assertGreater(desc["sandbox"]["pids"], 1)
@@ -457,6 +471,35 @@ class DockerMissingImage(unittest.TestCase):
             self.assertEqual(s.request("GET", "/healthz", auth=False).status, 200)
         finally:
             s.stop()
+
+
+class DockerSanddRestart(unittest.TestCase):
+    def test_kill9_sandd_adopts_its_container(self):
+        s = Sandd(driver="docker").start()
+        tmp = tempfile.mkdtemp(prefix="sand-bundles-")
+        try:
+            s.deploy(write_bundle(tmp + "/rec", {"app.yaml": PROBE_APP % {"app": "rec"},
+                                                 "g.py": PROBE_CODE, "marker.txt": "x"}))
+            cid = sandbox_id(s, "rec")
+            ids = [s.request("POST", "/v1/apps/rec/workflows/w?async=1", {"i": i}).json()[
+                "execution_id"] for i in range(10)]
+            time.sleep(0.3)
+            s.kill9()
+            # the container outlives sandd ...
+            self.assertEqual(docker("GET", "/containers/%s/json" % cid)[1]["State"]["Status"],
+                             "running")
+            s.start()
+            for i, eid in enumerate(ids):
+                ex = s.wait_execution(eid, timeout=60)
+                self.assertEqual(ex["status"], "succeeded", ex)
+                self.assertEqual(ex["output"], {"i": i, "done": True})
+            # ... and the restarted sandd adopts it instead of starting another one
+            desc = s.request("GET", "/v1/apps/rec").json()
+            self.assertEqual(desc["sandbox"]["id"], cid)
+            self.assertEqual(len(containers({"sand.data_dir": s.data_dir})), 1)
+        finally:
+            s.stop()
+        self.assertEqual(containers({"sand.data_dir": s.data_dir}), [])
 
 
 if __name__ == "__main__":
