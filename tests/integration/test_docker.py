@@ -176,7 +176,12 @@ def probe(event, context):
     for d in os.listdir("/proc"):
         if d.isdigit():
             c = _cmdline(d)
-            if c is not None:
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    zombie = f.read().rsplit(")", 1)[1].split()[0] in "ZX"
+            except (OSError, IndexError):
+                zombie = True
+            if c is not None and not zombie:  # finished instances not reaped yet
                 procs[d] = c
     try:
         nets = sorted(os.listdir("/sys/class/net"))
