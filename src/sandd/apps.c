@@ -997,6 +997,7 @@ typedef struct describe_job {
     sand_daemon *d;
     sand_http_req_t *req;
     json_t *root;
+    json_t *host_pids; /* grain -> host pid of its worker (docker driver) */
     char name[SAND_NAME_MAX];
     size_t pending;
     int status;
@@ -1022,10 +1023,31 @@ static json_t *grain_obj(json_t *root, const char *name, size_t len)
     return NULL;
 }
 
+/* Inside a container the supervisor reports the workers' pids in the container's namespace:
+ * show the host's (SPEC: "PIDs as seen from the host") and keep the other as sandbox_pid. */
+static void apply_host_pids(describe_job_t *j)
+{
+    size_t i, k;
+    json_t *g, *w;
+    json_array_foreach(json_object_get(j->root, "grains"), i, g)
+    {
+        json_t *hp = json_object_get(j->host_pids, json_string_value(json_object_get(g, "name")));
+        if (!hp)
+            continue;
+        json_array_foreach(json_object_get(g, "workers"), k, w)
+        {
+            json_object_set(w, "sandbox_pid", json_object_get(w, "pid"));
+            json_object_set(w, "pid", hp);
+        }
+    }
+}
+
 static void describe_step(describe_job_t *j)
 {
     if (--j->pending > 0)
         return;
+    apply_host_pids(j);
+    json_decref(j->host_pids);
     app_entry_t *a = sand_map_get(&j->d->apps, j->name);
     if (a && a->state == APP_STARTING && j->ready) {
         a->state = APP_READY;
@@ -1139,6 +1161,15 @@ static void describe_stats_cb(sand_sbx_t *sbx, int status, const sand_sbx_stats_
     describe_step(j);
 }
 
+static void describe_pids_cb(sand_sbx_t *sbx, int status, const sand_sbx_worker_pid_t *workers,
+                             size_t n, void *ud)
+{
+    describe_job_t *j = ud;
+    for (size_t i = 0; status == 0 && i < n; i++)
+        json_object_set_new(j->host_pids, workers[i].grain, json_integer(workers[i].pid));
+    describe_step(j);
+}
+
 static void respond_description(sand_daemon *d, app_entry_t *a, sand_http_req_t *req, int status)
 {
     describe_job_t *j = calloc(1, sizeof(*j));
@@ -1150,6 +1181,7 @@ static void respond_description(sand_daemon *d, app_entry_t *a, sand_http_req_t 
     j->req = req;
     j->status = status;
     j->root = describe_static(d, a);
+    j->host_pids = json_object();
     sand_strlcpy(j->name, a->name, sizeof(j->name));
     sand_http_req_on_close(req, describe_req_closed, j);
     j->pending = 1;
@@ -1167,6 +1199,9 @@ static void respond_description(sand_daemon *d, app_entry_t *a, sand_http_req_t 
         j->pending++;
         if (sand_sbx_stats(a->sandboxes.items[i], describe_stats_cb, j) < 0)
             j->pending--;
+        j->pending++;
+        if (sand_sbx_worker_pids(a->sandboxes.items[i], describe_pids_cb, j) < 0)
+            j->pending--; /* the process driver's supervisor reports host pids itself */
     }
     describe_step(j);
 }

@@ -349,6 +349,14 @@ class DockerSandbox(SanddTestCase):
         self.assertEqual(desc["sandbox"]["driver"], "docker")
         self.assertGreater(desc["sandbox"]["memory_bytes"], 0)
         self.assertGreater(desc["sandbox"]["pids"], 1)
+        # workers are shown with their host pids (the container's own are kept as sandbox_pid)
+        for g in desc["grains"]:
+            w = g["workers"][0]
+            self.assertNotEqual(w["pid"], w["sandbox_pid"])
+            with open("/proc/%d/cmdline" % w["pid"], "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode()
+            self.assertIn("sand-worker", cmd)
+            self.assertIn(g["name"], cmd)
 
     def test_rm_leaves_nothing(self):
         d = write_bundle(os.path.join(self.tmp, "gone"), {
