@@ -68,6 +68,7 @@ typedef struct sup {
     bool killed;
     int64_t grace_ms;
     int64_t publish_at; /* next periodic re-publication of every worker's status */
+    bool once;          /* cold mode: workers serve one event each; exit when they are done */
 } sup_t;
 
 /* ---- Redis reporting --------------------------------------------------------------------- */
@@ -312,6 +313,12 @@ static void worker_exited(sup_t *s, worker_t *w, int st)
     else
         snprintf(how, sizeof(how), "exited with code %d", WEXITSTATUS(st));
     w->pid = 0;
+    if (s->once && WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+        /* cold mode: the worker served its one event; the sandbox ends with it */
+        w->state = W_IDLE;
+        publish_worker(s, w);
+        return;
+    }
     if (s->stopping) {
         w->state = W_IDLE;
         app_log(s, w->grain, "grain '%s': worker %s (stopping)", w->grain, how);
@@ -350,6 +357,14 @@ static size_t workers_alive(const sup_t *s)
     for (size_t i = 0; i < s->n_workers; i++)
         n += s->workers[i].state == W_RUNNING;
     return n;
+}
+
+static bool workers_restarting(const sup_t *s)
+{
+    for (size_t i = 0; i < s->n_workers; i++)
+        if (s->workers[i].state == W_RESTARTING)
+            return true;
+    return false;
 }
 
 static void begin_stop(sup_t *s, int sig)
@@ -478,6 +493,7 @@ int sand_sup_run(const sand_sup_opts_t *opts)
     sigset_t mask;
     int sfd, rc = 0;
     const char *grains = getenv(SAND_ENV_GRAINS);
+    s.once = getenv(SAND_ENV_ONCE) != NULL;
     const char *log_max = getenv(SAND_ENV_LOG_MAX);
 
     s.app = getenv(SAND_ENV_APP);
@@ -551,7 +567,7 @@ int sand_sup_run(const sand_sup_opts_t *opts)
                       : deadline <= now     ? 0
                                             : (int)((deadline - now + 999) / 1000);
 
-        if (s.stopping && workers_alive(&s) == 0)
+        if ((s.stopping || s.once) && workers_alive(&s) == 0 && !workers_restarting(&s))
             break;
         if (poll(&pfd, 1, timeout) < 0 && errno != EINTR) {
             SAND_ERROR(LOG_COMP, "poll: %s", strerror(errno));

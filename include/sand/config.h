@@ -24,6 +24,7 @@ typedef struct sand_cfg {
     char sandbox_driver[16];              /* auto | docker | process */
     char sandbox_image[SAND_CFG_STR];
     char sandbox_granularity[16]; /* application | grain */
+    char sandbox_cold[8];         /* off | on: a fresh sandbox per event (baseline) */
     int64_t sandbox_memory;       /* per-sandbox memory limit, bytes */
     int64_t sandbox_pids;         /* per-sandbox pids limit */
     char worker_instance[16];     /* fork | reuse */

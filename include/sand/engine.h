@@ -51,6 +51,11 @@ typedef struct sand_engine_opts {
     sand_engine_app_cb app_lookup;
     void *app_ud;
     sand_engine_observer_t observer;
+    /* Called for every event that enters a grain's local queue (entry, forwarded, and the hops
+     * workers publish, seen in their LQHA entries); may be NULL. Cold mode starts a sandbox
+     * per event from it. */
+    void (*enqueued)(const char *app, const char *grain, void *ud);
+    void *enqueued_ud;
 } sand_engine_opts_t;
 
 /* Runs once when an execution reaches a final state (or with exec NULL and status

@@ -111,6 +111,7 @@
 #define SAND_ENV_BIN_DIR     "SAND_BIN_DIR"  /* where sand-worker-* binaries are */
 #define SAND_ENV_LIB_DIR     "SAND_LIB_DIR"  /* where sand.jar and runtime files are */
 #define SAND_ENV_LOG_MAX     "SAND_LOG_MAX"  /* log stream MAXLEN */
+#define SAND_ENV_ONCE        "SAND_ONCE"     /* cold mode: each worker serves one event, exits */
 #define SAND_ENV_VALUE_MAX   "SAND_VALUE_MAX" /* data layer value limit, bytes */
 
 #endif

@@ -109,13 +109,17 @@ typedef struct worker {
     bool stop, fatal;
     bool draining;           /* SIGTERM: no new events; running instances finish (bounded) */
     int64_t dispatched_mono; /* when the last event was handed to a forked instance */
+    bool once;               /* SAND_ONCE: serve one event, then exit (cold-start baseline) */
+    int64_t once_idle_until; /* monotonic: a once-worker that got no event by then exits */
+    char consumer[64];       /* consumer name in the queue's group */
     int64_t drain_until;     /* monotonic us */
     int64_t next_mem_poll;
     sand_dl_t dl;
 } worker_t;
 
-#define SPARE_DELAY_US 1000            /* longest deferral of the next spare fork while busy */
-#define DRAIN_US       (5 * 1000000LL) /* longest wait for running instances at SIGTERM */
+#define SPARE_DELAY_US 1000             /* longest deferral of the next spare fork while busy */
+#define ONCE_IDLE_US   (30 * 1000000LL) /* a once-worker that got no event exits after this */
+#define DRAIN_US       (5 * 1000000LL)  /* longest wait for running instances at SIGTERM */
 
 /* The write end of the self-pipe; the only state a signal handler can reach. */
 static int sig_wfd = -1;
@@ -1563,8 +1567,8 @@ static int poll_timeout(worker_t *w)
 
 static int free_slots(worker_t *w)
 {
-    if (w->reuse)
-        return 1;
+    if (w->reuse || w->once)
+        return w->once && (w->draining || w->running) ? 0 : 1;
     int64_t n = w->grain->concurrency - w->running;
     return n > 0 ? (int)n : 0;
 }
@@ -1595,7 +1599,7 @@ static void maybe_read(worker_t *w)
     args(&c, "XREADGROUP");
     args(&c, "GROUP");
     args(&c, SAND_GROUP_WORKERS);
-    args(&c, SAND_CONSUMER_WORKER);
+    args(&c, w->consumer);
     args(&c, "COUNT");
     argi(&c, n);
     if (!w->pel_mode) {
@@ -1665,6 +1669,11 @@ static void on_read_reply(worker_t *w, redisReply *r)
                 w->fatal = w->stop = true;
                 SAND_ERROR(COMP, "cannot fork a grain instance");
                 entry_free(e);
+            }
+            if (w->once && !w->draining) {
+                /* its one event: finish it (within the grain's timeout), then exit */
+                w->draining = true;
+                w->drain_until = sand_mono_us() + (w->grain->timeout_ms + 5000) * 1000;
             }
         }
     }
@@ -1780,6 +1789,8 @@ static void loop(worker_t *w)
             w->drain_until = sand_mono_us() + DRAIN_US;
         }
         if (w->draining && (w->running == 0 || sand_mono_us() > w->drain_until))
+            w->stop = true;
+        if (w->once && !w->draining && sand_mono_us() > w->once_idle_until)
             w->stop = true;
     }
     free(pfds);
@@ -1948,8 +1959,18 @@ int sand_worker_main(int argc, char **argv, const sand_worker_runtime_t *rt)
         if (s)
             sand_list_insert_tail(&w.idle, &s->link);
     }
-    w.pel_mode = true;
-    sand_strlcpy(w.cursor, "0", sizeof(w.cursor));
+    w.once = getenv(SAND_ENV_ONCE) != NULL;
+    if (w.once) {
+        /* a private consumer: once-workers of one grain run side by side, each must read only
+         * its own pending entries; it gives up when no event comes */
+        snprintf(w.consumer, sizeof(w.consumer), "once-%d-%lld", (int)getpid(),
+                 (long long)sand_now_us());
+        w.once_idle_until = sand_mono_us() + ONCE_IDLE_US;
+    } else {
+        sand_strlcpy(w.consumer, SAND_CONSUMER_WORKER, sizeof(w.consumer));
+    }
+    w.pel_mode = !w.once;
+    sand_strlcpy(w.cursor, w.once ? ">" : "0", sizeof(w.cursor));
     SAND_INFO(COMP, "grain '%s' of app '%s' (%s, %s) serving '%s'", w.grain->name, w.app_name,
               rt->name,
               w.reuse     ? "reuse"

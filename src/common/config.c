@@ -52,6 +52,8 @@ static const struct cfg_key keys[] = {
     STR("sandbox.image", sandbox_image, "", "empty: a base image sandd builds locally"),
     ENUM("sandbox.granularity", sandbox_granularity, "application", "application|grain",
          "application (SAND) | grain (one container per grain: baseline)"),
+    ENUM("sandbox.cold", sandbox_cold, "off", "off|on",
+         "on: a fresh sandbox for every event (cold-start baseline for benchmarks)"),
     NUM("sandbox.memory", T_SIZE, sandbox_memory, "2Gi", 16 << 20, INT64_MAX,
         "memory limit of one sandbox"),
     NUM("sandbox.pids", T_INT, sandbox_pids, "1024", 16, 1 << 22, "pids limit of one sandbox"),

@@ -442,6 +442,8 @@ static int enqueue(sand_engine_t *eng, const char *app, const sand_step_t *step,
     }
     if (rc < 0)
         free(c);
+    else if (eng->o.enqueued)
+        eng->o.enqueued(app, grain, eng->o.enqueued_ud);
     return rc;
 }
 
@@ -575,6 +577,8 @@ static void handle_produced(sand_engine_t *eng, const char *app, const sand_exec
         char *text = json_dumps(payload, JSON_COMPACT | JSON_ENCODE_ANY);
         if (!text)
             continue;
+        if (!eng->o.global_mode && eng->o.enqueued)
+            eng->o.enqueued(app, grain, eng->o.enqueued_ud); /* the worker queued it itself */
         if (eng->o.global_mode) {
             produce_event(eng, "event", app, grain, id, x->id, x->workflow, step,
                           attempt ? (int)attempt : 1, x->deadline_us, pred_step, text,

@@ -182,11 +182,17 @@ static void on_restart_timer(uv_timer_t *t)
         start_sandboxes(a);
 }
 
+static bool cold_mode(const sand_daemon *d)
+{
+    return strcmp(d->cfg.sandbox_cold, "on") == 0;
+}
+
 static void on_sandbox_exit(sand_sbx_t *sbx, int status, void *ud)
 {
     app_entry_t *a = ud;
-    SAND_WARN(COMP, "sandbox %s of '%s' exited (status %d); restarting", sand_sbx_id(sbx), a->name,
-              status);
+    if (!cold_mode(a->d))
+        SAND_WARN(COMP, "sandbox %s of '%s' exited (status %d); restarting", sand_sbx_id(sbx),
+                  a->name, status);
     for (size_t i = 0; i < a->sandboxes.len; i++) {
         if (a->sandboxes.items[i] == sbx) {
             sand_vec_remove(&a->sandboxes, i);
@@ -194,6 +200,8 @@ static void on_sandbox_exit(sand_sbx_t *sbx, int status, void *ud)
         }
     }
     sand_sbx_free(sbx);
+    if (cold_mode(a->d))
+        return; /* a cold sandbox ends with its one event */
     a->sandbox_restarts++;
     if (a->restart_timer || a->d->stopping || a->state == APP_DELETING)
         return;
@@ -207,7 +215,27 @@ static void on_sandbox_exit(sand_sbx_t *sbx, int status, void *ud)
 }
 
 /* Starts the sandbox(es) of a that are not running: one for the app, or one per grain. */
+static void start_sandboxes_for(app_entry_t *a, const char *only_grain);
+
 static void start_sandboxes(app_entry_t *a)
+{
+    if (cold_mode(a->d))
+        return; /* sandboxes are started per event (apps_cold_start) */
+    start_sandboxes_for(a, NULL);
+}
+
+void apps_cold_start(const char *app, const char *grain, void *ud)
+{
+    sand_daemon *d = ud;
+    app_entry_t *a = sand_map_get(&d->apps, app);
+    if (!cold_mode(d) || !a || !a->model || a->state == APP_DELETING || d->stopping)
+        return;
+    start_sandboxes_for(a, grain);
+}
+
+/* Starts the sandbox(es) of a that are not running: one for the app, or one per grain; in cold
+ * mode, one more for only_grain, whose workers serve one event and exit. */
+static void start_sandboxes_for(app_entry_t *a, const char *only_grain)
 {
     sand_daemon *d = a->d;
     char e_user[128], e_pass[128], e_inst[64], e_mode[64], e_logmax[64], e_valmax[64];
@@ -218,7 +246,7 @@ static void start_sandboxes(app_entry_t *a)
     snprintf(e_mode, sizeof(e_mode), SAND_ENV_BUS_MODE "=%s", d->cfg.bus_mode);
     snprintf(e_logmax, sizeof(e_logmax), SAND_ENV_LOG_MAX "=%" PRId64, d->cfg.logs_max_lines);
     snprintf(e_valmax, sizeof(e_valmax), SAND_ENV_VALUE_MAX "=%" PRId64, d->cfg.limits_value);
-    const char *env[10];
+    const char *env[12];
     int n = 0;
     env[n++] = e_user;
     env[n++] = e_pass;
@@ -237,14 +265,19 @@ static void start_sandboxes(app_entry_t *a)
         if (gp && sand_fmt(e_gpass, sizeof(e_gpass), SAND_ENV_GREDIS_PASS "=%s", gp) > 0)
             env[n++] = e_gpass;
     }
+    if (only_grain)
+        env[n++] = SAND_ENV_ONCE "=1";
     env[n] = NULL;
 
-    bool per_grain = sand_sbx_driver_granularity(d->sbx) == SAND_SBX_GRAN_GRAIN;
-    size_t want = per_grain ? a->model->n_grains : 1;
+    bool per_grain = only_grain || sand_sbx_driver_granularity(d->sbx) == SAND_SBX_GRAN_GRAIN;
+    size_t want = only_grain ? 1 : per_grain ? a->model->n_grains : 1;
     for (size_t i = 0; i < want; i++) {
-        const char *grains[2] = {per_grain ? a->model->grains[i]->name : NULL, NULL};
+        const char *grains[2] = {only_grain  ? only_grain
+                                 : per_grain ? a->model->grains[i]->name
+                                             : NULL,
+                                 NULL};
         bool have = false;
-        for (size_t j = 0; j < a->sandboxes.len && !have; j++) {
+        for (size_t j = 0; j < a->sandboxes.len && !have && !only_grain; j++) {
             const char *g = sand_sbx_grains(a->sandboxes.items[j]);
             have = per_grain ? strcmp(g, grains[0]) == 0 : g[0] == '\0';
         }
@@ -1083,7 +1116,7 @@ static void describe_sup_cb(sand_lbus_t *lbus, int status, const redisReply *rep
             json_array_append_new(json_object_get(g, "workers"), w);
         }
     }
-    j->ready = a && running >= a->model->n_grains;
+    j->ready = a && (running >= a->model->n_grains || cold_mode(a->d));
     describe_step(j);
 }
 

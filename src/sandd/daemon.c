@@ -410,7 +410,9 @@ int sandd_start(sand_daemon *d, sand_err *err)
                              .retention_ms = d->cfg.exec_retention_ms,
                              .app_lookup = apps_lookup_model,
                              .app_ud = d,
-                             .observer = {metrics_step_done, metrics_exec_done, d}};
+                             .observer = {metrics_step_done, metrics_exec_done, d},
+                             .enqueued = apps_cold_start,
+                             .enqueued_ud = d};
     if (sand_engine_new(&eo, &d->engine, err) < 0)
         return SAND_ENOMEM;
 

@@ -134,6 +134,9 @@ typedef void (*queue_depth_cb)(const char *grain, int64_t queued, int64_t in_fli
 int apps_queue_depth(sand_daemon *d, const char *app, const char *grain, queue_depth_cb cb,
                      void *ud);
 void apps_close_all(sand_daemon *d);
+/* Engine hook: an event entered grain's queue; in cold mode (sandbox.cold: on) a sandbox whose
+ * worker serves that one event is started for it. */
+void apps_cold_start(const char *app, const char *grain, void *ud);
 
 /* metrics.c */
 void metrics_step_done(const char *app, const char *workflow, const char *step, const char *status,

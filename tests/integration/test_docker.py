@@ -517,3 +517,11 @@ class DockerSanddRestart(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+import test_cold  # noqa: E402  (a module attribute, so its process-driver class is not run twice)
+
+
+class DockerColdMode(test_cold.ColdMode):
+    """The cold-start baseline with Docker: a fresh container for every event."""
+    driver = "docker"
