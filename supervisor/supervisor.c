@@ -313,8 +313,10 @@ static void worker_exited(sup_t *s, worker_t *w, int st)
     else
         snprintf(how, sizeof(how), "exited with code %d", WEXITSTATUS(st));
     w->pid = 0;
-    if (s->once && WIFEXITED(st) && WEXITSTATUS(st) == 0) {
-        /* cold mode: the worker served its one event; the sandbox ends with it */
+    if (s->once) {
+        /* cold mode: the worker served its one event (or failed with it: a restarted worker
+         * could not take it back, its pending entry belongs to the consumer that died); the
+         * sandbox ends with it */
         w->state = W_IDLE;
         publish_worker(s, w);
         return;

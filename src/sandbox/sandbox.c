@@ -432,7 +432,9 @@ static int env_push(sand_vec_t *v, const char *name, const char *value)
 char **sand__sbx_env_build(const sand_sbx_spec_t *spec, const char *grains, const char *bundle,
                            const char *bin_dir, const char *lib_dir, const char *redis)
 {
-    static const char *const passthrough[] = {"PATH", "LANG", "TZ"};
+    /* sanitizer options too, so that an instrumented build runs its sandboxes as configured */
+    static const char *const passthrough[] = {"PATH",         "LANG",         "TZ",
+                                              "ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS"};
     sand_vec_t v;
     bool ok = true;
 

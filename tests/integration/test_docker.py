@@ -181,7 +181,7 @@ def probe(event, context):
                     zombie = f.read().rsplit(")", 1)[1].split()[0] in "ZX"
             except (OSError, IndexError):
                 zombie = True
-            if c is not None and not zombie:  # finished instances not reaped yet
+            if c and not zombie:  # finished instances not reaped yet, or exiting (empty cmdline)
                 procs[d] = c
     try:
         nets = sorted(os.listdir("/sys/class/net"))
