@@ -111,27 +111,15 @@ static bool redis_connect(sup_t *s)
         return true;
     if (!s->redis_url || sand_mono_us() < s->redis_retry_at)
         return false;
-    if (!strncmp(s->redis_url, "unix:", 5)) {
-        s->redis = redisConnectUnixWithTimeout(s->redis_url + 5, tv);
-    } else if (!strncmp(s->redis_url, "tcp://", 6)) {
-        char host[256];
-        const char *colon = strrchr(s->redis_url + 6, ':');
-        int64_t port = 6379;
-        size_t hl = colon ? (size_t)(colon - (s->redis_url + 6)) : strlen(s->redis_url + 6);
-        if (hl >= sizeof(host) || (colon && sand_parse_int(colon + 1, 1, 65535, &port, NULL) < 0)) {
-            SAND_ERROR(LOG_COMP, "bad %s '%s'", SAND_ENV_REDIS, s->redis_url);
-            s->redis_url = NULL;
-            return false;
-        }
-        memcpy(host, s->redis_url + 6, hl);
-        host[hl] = '\0';
-        s->redis = redisConnectWithTimeout(host, (int)port, tv);
-    } else {
-        SAND_ERROR(LOG_COMP, "bad %s '%s' (want unix:PATH or tcp://HOST:PORT)", SAND_ENV_REDIS,
-                   s->redis_url);
+    sand_endpoint_t ep;
+    sand_err err;
+    if (sand_endpoint_parse(s->redis_url, &ep, &err) < 0) {
+        SAND_ERROR(LOG_COMP, "bad %s: %s", SAND_ENV_REDIS, err.msg);
         s->redis_url = NULL;
         return false;
     }
+    s->redis = ep.unix_socket ? redisConnectUnixWithTimeout(ep.path, tv)
+                              : redisConnectWithTimeout(ep.host, ep.port, tv);
     if (!s->redis || s->redis->err) {
         const char *why = s->redis ? s->redis->errstr : "out of memory";
         if (s->redis)

@@ -199,6 +199,20 @@ int sand_parse_size(const char *s, int64_t *bytes, sand_err *err);
 /* Parses a decimal int64 with range check (the whole string must be a number). */
 int sand_parse_int(const char *s, int64_t min, int64_t max, int64_t *out, sand_err *err);
 
+/* ---- endpoints ---------------------------------------------------------------------------- */
+
+/* A Redis endpoint: "unix:/path/redis.sock" (also "unix:///path"), "tcp://host:port" or
+ * "host:port"; the port defaults to 6379. */
+typedef struct sand_endpoint {
+    bool unix_socket;
+    char path[108]; /* unix: absolute socket path (fits a sockaddr_un) */
+    char host[256]; /* tcp */
+    int port;
+} sand_endpoint_t;
+
+/* Parses url into out. Returns 0, or SAND_EINVAL with "endpoint 'URL' ..." in err. */
+int sand_endpoint_parse(const char *url, sand_endpoint_t *out, sand_err *err);
+
 /* ---- strings ----------------------------------------------------------------------------- */
 
 /* snprintf that reports truncation: returns the length, or SAND_ETOOBIG when buf was too small

@@ -23,27 +23,11 @@ redisContext *sand__redis_connect(const char *url, const char *user, const char 
     redisContext *c;
     struct timeval tv = {5, 0};
 
-    if (!url || !*url)
-        return sand_err_set(err, SAND_EINVAL, "no redis endpoint"), NULL;
-    if (strncmp(url, "unix:", 5) == 0) {
-        const char *path = url + 5;
-        while (path[0] == '/' && path[1] == '/')
-            path++;
-        c = redisConnectUnixWithTimeout(path, tv);
-    } else {
-        const char *hp = strncmp(url, "tcp://", 6) == 0 ? url + 6 : url;
-        const char *colon = strrchr(hp, ':');
-        int64_t port = 6379;
-        char host[256];
-        size_t hl = colon ? (size_t)(colon - hp) : strlen(hp);
-        if (hl == 0 || hl >= sizeof(host))
-            return sand_err_set(err, SAND_EINVAL, "bad redis endpoint '%s'", url), NULL;
-        memcpy(host, hp, hl);
-        host[hl] = 0;
-        if (colon && sand_parse_int(colon + 1, 1, 65535, &port, err) < 0)
-            return sand_err_wrap(err, 0, "redis endpoint '%s'", url), NULL;
-        c = redisConnectWithTimeout(host, (int)port, tv);
-    }
+    sand_endpoint_t ep;
+    if (sand_endpoint_parse(url, &ep, err) < 0)
+        return NULL;
+    c = ep.unix_socket ? redisConnectUnixWithTimeout(ep.path, tv)
+                       : redisConnectWithTimeout(ep.host, ep.port, tv);
     if (!c)
         return sand_err_set(err, SAND_ENOMEM, "redis '%s': out of memory", url), NULL;
     if (c->err) {

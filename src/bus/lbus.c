@@ -234,27 +234,15 @@ static void lbus_connect(sand_lbus_t *lb)
 
 static int parse_endpoint(sand_lbus_t *lb, const char *ep, sand_err *err)
 {
-    if (strncmp(ep, "unix:", 5) == 0) {
-        const char *p = ep + 5;
-        if (strncmp(p, "//", 2) == 0)
-            p += 2;
-        if (*p != '/')
-            return sand_err_set(err, SAND_EINVAL, "endpoint '%s' needs an absolute path", ep);
-        lb->path = sand_strdup(p);
-        return lb->path ? 0 : sand_err_set(err, SAND_ENOMEM, "endpoint '%s'", ep);
-    }
-    if (strncmp(ep, "tcp://", 6) == 0) {
-        const char *hp = ep + 6;
-        const char *colon = strrchr(hp, ':');
-        int64_t port;
-        if (!colon || colon == hp || sand_parse_int(colon + 1, 1, 65535, &port, NULL) < 0)
-            return sand_err_set(err, SAND_EINVAL, "endpoint '%s' needs host:port", ep);
-        lb->host = sand_strndup(hp, (size_t)(colon - hp));
-        lb->port = (int)port;
-        return lb->host ? 0 : sand_err_set(err, SAND_ENOMEM, "endpoint '%s'", ep);
-    }
-    return sand_err_set(err, SAND_EINVAL, "endpoint '%s' is neither unix:/path nor tcp://host:port",
-                        ep);
+    sand_endpoint_t e;
+    if (sand_endpoint_parse(ep, &e, err) < 0)
+        return SAND_EINVAL;
+    if (e.unix_socket)
+        lb->path = sand_strdup(e.path);
+    else
+        lb->host = sand_strdup(e.host);
+    lb->port = e.port;
+    return lb->path || lb->host ? 0 : sand_err_set(err, SAND_ENOMEM, "endpoint '%s'", ep);
 }
 
 static void lbus_free(sand_lbus_t *lb)

@@ -115,6 +115,36 @@ int sand_parse_int(const char *s, int64_t min, int64_t max, int64_t *out, sand_e
     return 0;
 }
 
+int sand_endpoint_parse(const char *url, sand_endpoint_t *out, sand_err *err)
+{
+    memset(out, 0, sizeof(*out));
+    if (!url || !*url)
+        return sand_err_set(err, SAND_EINVAL, "endpoint '' is empty");
+    if (strncmp(url, "unix:", 5) == 0) {
+        const char *p = url + 5;
+        while (p[0] == '/' && p[1] == '/')
+            p++;
+        if (*p != '/')
+            return sand_err_set(err, SAND_EINVAL, "endpoint '%s' needs an absolute path", url);
+        if (sand_strlcpy(out->path, p, sizeof(out->path)) >= sizeof(out->path))
+            return sand_err_set(err, SAND_EINVAL, "endpoint '%s': socket path too long", url);
+        out->unix_socket = true;
+        return 0;
+    }
+    const char *hp = strncmp(url, "tcp://", 6) == 0 ? url + 6 : url;
+    const char *colon = strrchr(hp, ':');
+    size_t hl = colon ? (size_t)(colon - hp) : strlen(hp);
+    int64_t port = 6379;
+    if (hl == 0 || hl >= sizeof(out->host) ||
+        (colon && sand_parse_int(colon + 1, 1, 65535, &port, NULL) < 0))
+        return sand_err_set(err, SAND_EINVAL,
+                            "endpoint '%s' is neither unix:/path nor tcp://host:port", url);
+    memcpy(out->host, hp, hl);
+    out->host[hl] = '\0';
+    out->port = (int)port;
+    return 0;
+}
+
 int sand_fmt(char *buf, size_t size, const char *fmt, ...)
 {
     va_list ap;

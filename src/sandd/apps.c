@@ -816,20 +816,11 @@ static void unlink_global_keys(redisContext *c, const char *pattern)
 static redisContext *connect_endpoint(const char *url)
 {
     struct timeval tv = {5, 0};
-    redisContext *c;
-    if (strncmp(url, "unix:", 5) == 0) {
-        c = redisConnectUnixWithTimeout(url + 5, tv);
-    } else {
-        const char *hp = strncmp(url, "tcp://", 6) == 0 ? url + 6 : url;
-        const char *colon = strrchr(hp, ':');
-        char host[256];
-        size_t hl = colon ? (size_t)(colon - hp) : strlen(hp);
-        if (hl >= sizeof(host))
-            return NULL;
-        memcpy(host, hp, hl);
-        host[hl] = '\0';
-        c = redisConnectWithTimeout(host, colon ? (int)strtol(colon + 1, NULL, 10) : 6379, tv);
-    }
+    sand_endpoint_t ep;
+    if (sand_endpoint_parse(url, &ep, NULL) < 0)
+        return NULL;
+    redisContext *c = ep.unix_socket ? redisConnectUnixWithTimeout(ep.path, tv)
+                                     : redisConnectWithTimeout(ep.host, ep.port, tv);
     if (c && c->err) {
         redisFree(c);
         return NULL;

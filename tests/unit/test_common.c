@@ -295,6 +295,40 @@ static void test_config_errors(void **state)
     assert_int_equal(sand_cfg_set(&cfg, "nope", "1", &err), SAND_EINVAL);
 }
 
+static void test_endpoints(void **state)
+{
+    static const struct {
+        const char *url;
+        int rc;
+        bool unix_socket;
+        const char *where;
+        int port;
+    } cases[] = {
+        {"unix:/run/sand/redis.sock", 0, true, "/run/sand/redis.sock", 0},
+        {"unix:///tmp/r.sock", 0, true, "/tmp/r.sock", 0},
+        {"tcp://127.0.0.1:7000", 0, false, "127.0.0.1", 7000},
+        {"redis.example:6380", 0, false, "redis.example", 6380},
+        {"tcp://cache", 0, false, "cache", 6379},
+        {"unix:relative.sock", SAND_EINVAL, false, NULL, 0},
+        {"tcp://:6379", SAND_EINVAL, false, NULL, 0},
+        {"tcp://host:99999", SAND_EINVAL, false, NULL, 0},
+        {"tcp://host:port", SAND_EINVAL, false, NULL, 0},
+        {"", SAND_EINVAL, false, NULL, 0},
+    };
+    for (size_t i = 0; i < SAND_ARRAY_LEN(cases); i++) {
+        sand_endpoint_t ep;
+        sand_err err;
+        assert_int_equal(sand_endpoint_parse(cases[i].url, &ep, &err), cases[i].rc);
+        if (cases[i].rc < 0) {
+            assert_non_null(strstr(err.msg, "endpoint '"));
+            continue;
+        }
+        assert_int_equal(ep.unix_socket, cases[i].unix_socket);
+        assert_string_equal(ep.unix_socket ? ep.path : ep.host, cases[i].where);
+        assert_int_equal(ep.port, cases[i].port);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -302,6 +336,7 @@ int main(void)
         cmocka_unit_test(test_vec_list),    cmocka_unit_test(test_map),
         cmocka_unit_test(test_literals),    cmocka_unit_test(test_config_defaults),
         cmocka_unit_test(test_config_file), cmocka_unit_test(test_config_errors),
+        cmocka_unit_test(test_endpoints),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
