@@ -160,30 +160,10 @@ static int cmp_str(const void *a, const void *b)
  * contents are restored on return). */
 static int remove_contents(int dirfd, char *path, size_t cap)
 {
-    int fd = openat(dirfd, path[0] ? path : ".", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        int e = errno;
-        close(fd);
-        return -e;
-    }
     sand_vec_t names;
-    sand_vec_init(&names);
-    int rc = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-            continue;
-        char *s = sand_strdup(de->d_name);
-        if (!s || sand_vec_push(&names, s) < 0) {
-            free(s);
-            rc = -ENOMEM;
-            break;
-        }
-    }
-    closedir(d);
+    int rc = sand__bundle_list_dir(dirfd, path, &names);
+    if (rc < 0)
+        return rc;
 
     size_t base = strlen(path);
     for (size_t i = 0; i < names.len; i++) {
@@ -237,6 +217,35 @@ int sand__bundle_remove_tree(int dirfd, const char *rel)
     }
     free(path);
     return rc;
+}
+
+int sand__bundle_list_dir(int dirfd, const char *path, sand_vec_t *names)
+{
+    sand_vec_init(names);
+    int fd = openat(dirfd, path[0] ? path : ".", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        char *s = sand_strdup(de->d_name);
+        if (!s || sand_vec_push(names, s) < 0) {
+            free(s);
+            closedir(d);
+            sand_vec_release(names, free);
+            return -ENOMEM;
+        }
+    }
+    closedir(d);
+    sand__bundle_sort_names(names);
+    return 0;
 }
 
 void sand__bundle_sort_names(sand_vec_t *names)

@@ -30,6 +30,11 @@ const char *sand__bundle_resolve_inside(int rootfd, const char *link_path);
  * failure. Holds one extra file descriptor at a time whatever the depth. */
 int sand__bundle_remove_tree(int dirfd, const char *rel);
 
+/* Lists the entries of directory path (relative to dirfd, "" for dirfd itself; not following a
+ * symlink), without "." and "..", sorted; names are malloc'd (sand_vec_release(names, free)).
+ * Returns 0 or -errno (names then empty). */
+int sand__bundle_list_dir(int dirfd, const char *path, sand_vec_t *names);
+
 /* Sorts a vector of NUL-terminated names byte-wise (strcmp), for a deterministic order. */
 void sand__bundle_sort_names(sand_vec_t *names);
 

@@ -175,31 +175,13 @@ static int add_symlink(packer *pk, const char *path, const struct stat *st)
  * whose contents are restored on return. */
 static int add_dir_contents(packer *pk, char *path, size_t cap)
 {
-    int fd =
-        openat(pk->rootfd, path[0] ? path : ".", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return sand_err_errno(pk->err, SAND_EIO, "open directory '%s'", path[0] ? path : ".");
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        close(fd);
-        return sand_err_errno(pk->err, SAND_EIO, "read directory '%s'", path);
-    }
     sand_vec_t names;
-    sand_vec_init(&names);
-    int rc = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-            continue;
-        char *s = sand_strdup(de->d_name);
-        if (!s || sand_vec_push(&names, s) < 0) {
-            free(s);
-            rc = sand_err_set(pk->err, SAND_ENOMEM, "out of memory listing '%s'", path);
-            break;
-        }
+    int rc = sand__bundle_list_dir(pk->rootfd, path, &names);
+    if (rc < 0) {
+        errno = -rc;
+        return sand_err_errno(pk->err, rc == -ENOMEM ? SAND_ENOMEM : SAND_EIO,
+                              "read directory '%s'", path[0] ? path : ".");
     }
-    closedir(d);
-    sand__bundle_sort_names(&names);
 
     size_t base = strlen(path);
     for (size_t i = 0; rc == 0 && i < names.len; i++) {
