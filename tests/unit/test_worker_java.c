@@ -44,6 +44,8 @@
 #define APP     "wt"
 #define WAIT_MS 20000
 
+#include "worker_harness.h"
+
 static const char app_yaml[] =
     "app: wt\n"
     "grains:\n"
@@ -79,20 +81,7 @@ typedef struct worker_proc {
 
 static char tmpdir[256], sock[300], bundle[300];
 static pid_t redis_pid;
-static redisContext *rc;
 static worker_proc workers[] = {{"ja", 0}, {"jb", 0}, {"jc", 0}, {"jbad", 0}};
-
-static int run_argv(char *const argv[])
-{
-    pid_t pid = fork();
-    if (pid == 0) {
-        execvp(argv[0], argv);
-        _exit(127);
-    }
-    int st;
-    waitpid(pid, &st, 0);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 static pid_t start_worker(const char *grain)
 {
@@ -119,97 +108,6 @@ static void stop_worker(pid_t pid, int sig)
         return;
     kill(pid, sig);
     waitpid(pid, NULL, 0);
-}
-
-static redisReply *cmd(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *r = redisvCommand(rc, fmt, ap);
-    va_end(ap);
-    assert_non_null(r);
-    return r;
-}
-
-static void send_event(const char *grain, const char *exec, const char *wf, const char *step,
-                       const char *event)
-{
-    char q[256], now[32];
-    snprintf(q, sizeof(q), "sand:" APP ":q:%s", grain);
-    snprintf(now, sizeof(now), "%lld", (long long)sand_now_us());
-    redisReply *r =
-        cmd("XADD %s * i %s x %s w %s s %s a 1 q %s d 0 e %s", q, exec, exec, wf, step, now, event);
-    assert_int_equal(r->type, REDIS_REPLY_STRING);
-    freeReplyObject(r);
-}
-
-typedef struct fields {
-    int n;
-    char *k[40], *v[40];
-} fields;
-
-static void fields_free(fields *f)
-{
-    for (int i = 0; i < f->n; i++) {
-        free(f->k[i]);
-        free(f->v[i]);
-    }
-    f->n = 0;
-}
-
-static const char *fget(const fields *f, const char *k)
-{
-    for (int i = 0; i < f->n; i++)
-        if (strcmp(f->k[i], k) == 0)
-            return f->v[i];
-    return NULL;
-}
-
-/* Counts the LQHA entries of exec with field key == value (value NULL: present); copies the
- * last one into out (may be NULL). */
-static int ha_count(const char *exec, const char *key, const char *value, fields *out)
-{
-    redisReply *r = cmd("XRANGE sand:" APP ":ha - +");
-    int count = 0;
-    for (size_t i = 0; i < r->elements; i++) {
-        redisReply *kv = r->element[i]->element[1];
-        fields f = {0};
-        for (size_t j = 0; j + 1 < kv->elements && f.n < 40; j += 2, f.n++) {
-            f.k[f.n] = strdup(kv->element[j]->str);
-            f.v[f.n] = strndup(kv->element[j + 1]->str, kv->element[j + 1]->len);
-        }
-        const char *x = fget(&f, "x"), *v = fget(&f, key);
-        if (x && strcmp(x, exec) == 0 && v && (!value || strcmp(v, value) == 0)) {
-            count++;
-            if (out) {
-                fields_free(out);
-                *out = f;
-                continue;
-            }
-        }
-        fields_free(&f);
-    }
-    freeReplyObject(r);
-    return count;
-}
-
-static void ha_wait(const char *exec, const char *key, const char *value, fields *out)
-{
-    for (int waited = 0; waited < WAIT_MS; waited += 10) {
-        if (ha_count(exec, key, value, out) > 0)
-            return;
-        usleep(10 * 1000);
-    }
-    fail_msg("no LQHA entry for '%s' with %s=%s", exec, key, value ? value : "*");
-}
-
-static json_t *jparse(const char *text)
-{
-    json_error_t e;
-    json_t *v = json_loads(text, JSON_DECODE_ANY, &e);
-    if (!v)
-        fail_msg("invalid JSON '%s': %s", text, e.text);
-    return v;
 }
 
 /* The error object of exec's failed execution. */
@@ -315,7 +213,7 @@ static void test_output(void **state)
 {
     SKIP_UNDER_ASAN();
     fields f = {0};
-    send_event("jb", "x-ids", "", "jb", "{\"op\":\"ids\"}");
+    send_event("jb", "x-ids", "", "jb", 1, "{\"op\":\"ids\"}");
     ha_wait("x-ids", "end", "ok", &f);
     assert_string_equal(fget(&f, "st"), "succeeded");
     assert_string_equal(fget(&f, "g"), "jb");
@@ -335,14 +233,15 @@ static void test_output(void **state)
     freeReplyObject(r);
 
     /* non-ASCII and nested JSON survive the trip through Java strings */
-    send_event("jb", "x-echo", "", "jb", "{\"op\":\"echo\",\"s\":\"h\xc3\xa9 \xf0\x9f\x99\x82\"}");
+    send_event("jb", "x-echo", "", "jb", 1,
+               "{\"op\":\"echo\",\"s\":\"h\xc3\xa9 \xf0\x9f\x99\x82\"}");
     ha_wait("x-echo", "end", "ok", &f);
     o = jparse(fget(&f, "o"));
     assert_string_equal(jstr(json_object_get(o, "j"), "s"), "h\xc3\xa9 \xf0\x9f\x99\x82");
     json_decref(o);
     fields_free(&f);
 
-    send_event("jb", "x-null", "", "jb", "{\"op\":\"null\"}");
+    send_event("jb", "x-null", "", "jb", 1, "{\"op\":\"null\"}");
     ha_wait("x-null", "end", "ok", &f);
     assert_string_equal(fget(&f, "o"), "null");
     fields_free(&f);
@@ -351,7 +250,7 @@ static void test_output(void **state)
 static void test_exception(void **state)
 {
     SKIP_UNDER_ASAN();
-    send_event("jb", "x-exc", "", "jb", "{\"op\":\"raise\"}");
+    send_event("jb", "x-exc", "", "jb", 1, "{\"op\":\"raise\"}");
     json_t *o = failure("x-exc");
     assert_string_equal(jstr(o, "type"), "java.lang.IllegalStateException");
     assert_string_equal(jstr(o, "message"), "bad thing in jb");
@@ -361,13 +260,13 @@ static void test_exception(void **state)
     assert_non_null(strstr(tb, "at wt.JGrain.handle(JGrain.java:"));
     json_decref(o);
 
-    send_event("jb", "x-nojson", "", "jb", "{\"op\":\"nojson\"}");
+    send_event("jb", "x-nojson", "", "jb", 1, "{\"op\":\"nojson\"}");
     o = failure("x-nojson");
     assert_string_equal(jstr(o, "type"), "Error");
     assert_string_equal(jstr(o, "message"), "handler output is not valid JSON");
     json_decref(o);
 
-    send_event("jbad", "x-noclass", "", "jbad", "{}");
+    send_event("jbad", "x-noclass", "", "jbad", 1, "{}");
     o = failure("x-noclass");
     assert_string_equal(jstr(o, "type"), "LoadError");
     assert_non_null(strstr(jstr(o, "message"), "java.lang.ClassNotFoundException"));
@@ -375,7 +274,7 @@ static void test_exception(void **state)
     json_decref(o);
 
     /* the worker lives on after an exception */
-    send_event("jb", "x-after-exc", "", "jb", "{\"op\":\"echo\"}");
+    send_event("jb", "x-after-exc", "", "jb", 1, "{\"op\":\"echo\"}");
     ha_wait("x-after-exc", "end", "ok", NULL);
 }
 
@@ -384,30 +283,30 @@ static void test_timeout(void **state)
     SKIP_UNDER_ASAN();
     /* a handler that sleeps is interrupted at its timeout (1 s) */
     int64_t t0 = sand_mono_us();
-    send_event("ja", "x-sleep", "", "ja", "{\"op\":\"sleep\"}");
+    send_event("ja", "x-sleep", "", "ja", 1, "{\"op\":\"sleep\"}");
     json_t *o = failure("x-sleep");
     assert_string_equal(jstr(o, "type"), "Timeout");
     assert_non_null(strstr(jstr(o, "message"), "interrupted after"));
     json_decref(o);
     assert_true(sand_mono_us() - t0 < 10 * 1000 * 1000);
-    send_event("ja", "x-after-sleep", "", "ja", "{\"op\":\"echo\",\"v\":1}");
+    send_event("ja", "x-after-sleep", "", "ja", 1, "{\"op\":\"echo\",\"v\":1}");
     ha_wait("x-after-sleep", "end", "ok", NULL);
 
     /* a handler that ignores interrupts: timed out all the same, and while its thread is
      * still spinning (the grace period) the other slot keeps serving */
-    send_event("ja", "x-spin", "", "ja", "{\"op\":\"spin\"}");
+    send_event("ja", "x-spin", "", "ja", 1, "{\"op\":\"spin\"}");
     o = failure("x-spin");
     assert_string_equal(jstr(o, "type"), "Timeout");
     json_decref(o);
-    send_event("ja", "x-after-spin", "", "ja", "{\"op\":\"echo\",\"v\":2}");
+    send_event("ja", "x-after-spin", "", "ja", 1, "{\"op\":\"echo\",\"v\":2}");
     ha_wait("x-after-spin", "end", "ok", NULL);
     /* once the grace period is over the spinning thread is stopped or abandoned; the worker
      * is still the same process and serves both slots again */
     usleep(1500 * 1000);
     assert_int_equal(kill(workers[0].pid, 0), 0);
     assert_int_equal(waitpid(workers[0].pid, NULL, WNOHANG), 0);
-    send_event("ja", "x-after-grace1", "", "ja", "{\"op\":\"conc\"}");
-    send_event("ja", "x-after-grace2", "", "ja", "{\"op\":\"conc\"}");
+    send_event("ja", "x-after-grace1", "", "ja", 1, "{\"op\":\"conc\"}");
+    send_event("ja", "x-after-grace2", "", "ja", 1, "{\"op\":\"conc\"}");
     ha_wait("x-after-grace1", "end", "ok", NULL);
     ha_wait("x-after-grace2", "end", "ok", NULL);
 }
@@ -419,7 +318,7 @@ static void test_concurrency(void **state)
     char exec[N][32];
     for (int i = 0; i < N; i++) {
         snprintf(exec[i], sizeof(exec[i]), "x-conc-%d", i);
-        send_event("jc", exec[i], "", "jc", "{\"op\":\"conc\"}");
+        send_event("jc", exec[i], "", "jc", 1, "{\"op\":\"conc\"}");
     }
     int64_t most = 0;
     for (int i = 0; i < N; i++) {
@@ -440,7 +339,7 @@ static void test_data_layer(void **state)
 {
     SKIP_UNDER_ASAN();
     fields f = {0};
-    send_event("jb", "x-dl", "", "jb", "{\"op\":\"dl\"}");
+    send_event("jb", "x-dl", "", "jb", 1, "{\"op\":\"dl\"}");
     ha_wait("x-dl", "end", "ok", &f);
     json_t *o = jparse(fget(&f, "o"));
     static const char *const keys[] = {"jdl-local-0",  "jdl-local-1",  "jdl-local-1048576",
@@ -469,7 +368,7 @@ static void test_data_layer(void **state)
 static void test_logs(void **state)
 {
     SKIP_UNDER_ASAN();
-    send_event("jb", "x-log", "", "jb", "{\"op\":\"print\"}");
+    send_event("jb", "x-log", "", "jb", 1, "{\"op\":\"print\"}");
     ha_wait("x-log", "end", "ok", NULL);
     bool out = false, err = false, log = false;
     for (int tries = 0; tries < 100 && !(out && err && log); tries++) {
@@ -507,7 +406,7 @@ static void test_workflow(void **state)
 {
     SKIP_UNDER_ASAN();
     fields f = {0};
-    send_event("jb", "x-seq", "seq", "j1", "{\"op\":\"echo\",\"v\":7}");
+    send_event("jb", "x-seq", "seq", "j1", 1, "{\"op\":\"echo\",\"v\":7}");
     ha_wait("x-seq", "end", "ok", &f);
     assert_string_equal(fget(&f, "s"), "j2");
     json_t *o = jparse(fget(&f, "o"));
@@ -519,7 +418,7 @@ static void test_workflow(void **state)
     json_decref(o);
     fields_free(&f);
 
-    send_event("jb", "x-dyn", "dyn", "j1", "{\"op\":\"next\"}");
+    send_event("jb", "x-dyn", "dyn", "j1", 1, "{\"op\":\"next\"}");
     ha_wait("x-dyn", "end", "ok", &f);
     assert_string_equal(fget(&f, "s"), "j3");
     o = jparse(fget(&f, "o"));
@@ -529,7 +428,7 @@ static void test_workflow(void **state)
     assert_int_equal(ha_count("x-dyn", "s", "j2", NULL), 0);
 
     /* next() without a workflow raises IllegalArgumentException */
-    send_event("jb", "x-nowf", "", "jb", "{\"op\":\"next\"}");
+    send_event("jb", "x-nowf", "", "jb", 1, "{\"op\":\"next\"}");
     o = failure("x-nowf");
     assert_string_equal(jstr(o, "type"), "java.lang.IllegalArgumentException");
     assert_non_null(strstr(jstr(o, "message"), "no workflow"));
@@ -561,7 +460,7 @@ static void test_bench(void **state)
         char exec[64];
         int64_t f1 = 0, b2 = 0;
         snprintf(exec, sizeof(exec), "hop-%d", i);
-        send_event("jh1", exec, "hop", "h1", "{\"op\":\"echo\"}");
+        send_event("jh1", exec, "hop", "h1", 1, "{\"op\":\"echo\"}");
         while (!b2) {
             redisReply *r = cmd("XREAD COUNT 10 BLOCK 20000 STREAMS sand:" APP ":ha %s", last);
             assert_int_equal(r->type, REDIS_REPLY_ARRAY);
