@@ -42,9 +42,14 @@ typedef struct sand_worker_runtime {
      * load_error_type and that message; detail, when not NULL, is kept as the traceback and
      * freed by the worker). */
     int (*load)(const sand_worker_info_t *info, void **state, char **detail, sand_err *err);
-    /* Called around every fork() (may be NULL). */
+    /* Called around every fork() (may be NULL): of the zygote by the worker, of each instance
+     * by the zygote (or by the worker when it has no zygote). */
     void (*before_fork)(void *state);
     void (*after_fork)(void *state, bool child);
+    /* Called in a new instance after after_fork(child = true), before it waits for its event
+     * (may be NULL): the process is a grain instance from now on (e.g. switch to the instance
+     * heap). */
+    void (*instance_start)(void *state);
     /* Runs the handler once for ev. Reports through sand_worker_ctx_started/finished/output/
      * fail; returning without reporting an output or a failure counts as "Crashed". */
     void (*invoke)(void *state, sand_context *ctx, const sand_event *ev);
@@ -105,5 +110,44 @@ size_t sand_worker_ctx_value_max(const sand_context *ctx);
  * "stderr", "system" for runtimes that capture an instance's output themselves (threads
  * mode); any other kind is logged as "log". */
 void sand_worker_ctx_log_line(sand_context *ctx, const char *kind, const char *line, size_t len);
+
+/* ---- the instance heap (heap.c), for runtimes that fork ------------------------------------
+ * An allocator for what a forked grain instance allocates, carved from a region the worker
+ * reserved and never touched, so that an instance writes a few fresh pages instead of the
+ * worker's shared ones (docs/internals/instance-heap.md). Blocks that are not the heap's
+ * ("foreign": allocated by the worker before the fork) are never written: free is a no-op and
+ * realloc copies them. Each call names the allocator the block would otherwise come from (the
+ * fallback): it serves the requests once the region is exhausted, and from then on also frees
+ * foreign blocks. Thread-safe. The core reserves the region in fork mode before the first fork;
+ * a runtime routes its allocations there in after_fork(child = true). */
+typedef struct sand_heap_fallback {
+    void *ctx;
+    void *(*malloc)(void *ctx, size_t n);
+    void *(*calloc)(void *ctx, size_t nelem, size_t elsize);
+    void *(*realloc)(void *ctx, void *p, size_t n);
+    void (*free)(void *ctx, void *p);
+    /* The usable size of a foreign block (malloc_usable_size), or NULL when the fallback
+     * cannot tell: realloc of a foreign block then goes to the fallback's realloc. */
+    size_t (*usable)(void *ctx, void *p);
+} sand_heap_fallback_t;
+
+/* Reserves the region (virtual memory only), once, in the worker before its first fork.
+ * Returns 0, or -1 when the address space cannot be reserved (instances then keep the worker's
+ * allocators). */
+int sand_worker_heap_reserve(void);
+
+/* True when the region is reserved (the heap can serve this instance). */
+bool sand_worker_heap_ready(void);
+
+void *sand_worker_heap_malloc(const sand_heap_fallback_t *fb, size_t n);
+void *sand_worker_heap_calloc(const sand_heap_fallback_t *fb, size_t nelem, size_t elsize);
+void *sand_worker_heap_realloc(const sand_heap_fallback_t *fb, void *p, size_t n);
+void sand_worker_heap_free(const sand_heap_fallback_t *fb, void *p);
+
+/* True when p lies in the heap's region. */
+bool sand_worker_heap_owns(const void *p);
+
+/* Bytes of the region taken so far (whole chunks, touched or not). */
+size_t sand_worker_heap_used(void);
 
 #endif

@@ -10,6 +10,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <malloc.h>
+
 #include "sand/worker.h"
 
 #include <stdlib.h>
@@ -24,6 +26,101 @@ typedef struct py_state {
     PyObject *format_exception;
     PyObject *gc_freeze;
 } py_state_t;
+
+/* ---- JSON ----------------------------------------------------------------------------
+ * Events and outputs go through the C scanner and encoder of the json module directly: what
+ * json.loads()/json.dumps() do with their defaults, without the Python-level wrappers around
+ * them. In a forked instance every Python function run for the first time writes to shared
+ * pages (reference counts, the type cache), so each line of library Python skipped is a few
+ * copy-on-write faults less. Anything the fast path does not take (bad JSON, an object json
+ * cannot encode) goes through json.loads()/json.dumps() for their exact errors. */
+
+static struct {
+    PyObject *scan_once;    /* json._default_decoder.scan_once (the C scanner) */
+    PyObject *make_encoder; /* json.encoder.c_make_encoder */
+    PyObject *enc_default;  /* json._default_encoder.default */
+    PyObject *enc_string;   /* json.encoder.encode_basestring_ascii */
+    PyObject *key_sep, *item_sep, *empty;
+} J;
+
+static void json_fast_init(void)
+{
+    PyObject *json = PyImport_ImportModule("json");
+    PyObject *encoder = PyImport_ImportModule("json.encoder");
+    PyObject *dec = json ? PyObject_GetAttrString(json, "_default_decoder") : NULL;
+    PyObject *enc = json ? PyObject_GetAttrString(json, "_default_encoder") : NULL;
+    if (dec && enc && encoder) {
+        J.scan_once = PyObject_GetAttrString(dec, "scan_once");
+        J.make_encoder = PyObject_GetAttrString(encoder, "c_make_encoder");
+        J.enc_default = PyObject_GetAttrString(enc, "default");
+        J.enc_string = PyObject_GetAttrString(encoder, "encode_basestring_ascii");
+        J.key_sep = PyUnicode_FromString(": ");
+        J.item_sep = PyUnicode_FromString(", ");
+        J.empty = PyUnicode_FromString("");
+    }
+    if (!J.scan_once || !J.make_encoder || J.make_encoder == Py_None || !J.enc_default ||
+        !J.enc_string || !J.key_sep || !J.item_sep || !J.empty)
+        Py_CLEAR(J.make_encoder); /* no C accelerator: json.dumps() only */
+    PyErr_Clear();
+    Py_XDECREF(dec);
+    Py_XDECREF(enc);
+    Py_XDECREF(encoder);
+    Py_XDECREF(json);
+}
+
+static bool json_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* json.loads(data). Returns a new reference or NULL with the exception set. */
+static PyObject *json_decode(PyObject *loads, const char *data, size_t len)
+{
+    if (J.scan_once) {
+        size_t a = 0, b = len;
+        while (a < b && json_space(data[a]))
+            a++;
+        while (b > a && json_space(data[b - 1]))
+            b--;
+        PyObject *s = PyUnicode_DecodeUTF8(data + a, (Py_ssize_t)(b - a), "surrogatepass");
+        PyObject *r = s ? PyObject_CallFunction(J.scan_once, "On", s, (Py_ssize_t)0) : NULL;
+        PyObject *obj = NULL;
+        if (r && PyTuple_Check(r) && PyTuple_GET_SIZE(r) == 2 &&
+            PyLong_AsSsize_t(PyTuple_GET_ITEM(r, 1)) == PyUnicode_GET_LENGTH(s))
+            obj = Py_NewRef(PyTuple_GET_ITEM(r, 0));
+        Py_XDECREF(r);
+        Py_XDECREF(s);
+        if (obj)
+            return obj;
+        PyErr_Clear();
+    }
+    PyObject *raw = PyBytes_FromStringAndSize(data, (Py_ssize_t)len);
+    PyObject *obj = raw ? PyObject_CallOneArg(loads, raw) : NULL;
+    Py_XDECREF(raw);
+    return obj;
+}
+
+/* json.dumps(obj). Returns a new reference or NULL with the exception set. */
+static PyObject *json_encode(PyObject *dumps, PyObject *obj)
+{
+    if (J.make_encoder) {
+        PyObject *markers = PyDict_New();
+        PyObject *enc = markers
+                            ? PyObject_CallFunction(J.make_encoder, "OOOOOOOOO", markers,
+                                                    J.enc_default, J.enc_string, Py_None, J.key_sep,
+                                                    J.item_sep, Py_False, Py_False, Py_True)
+                            : NULL;
+        PyObject *chunks = enc ? PyObject_CallFunction(enc, "On", obj, (Py_ssize_t)0) : NULL;
+        PyObject *text = chunks ? PyUnicode_Join(J.empty, chunks) : NULL;
+        Py_XDECREF(chunks);
+        Py_XDECREF(enc);
+        Py_XDECREF(markers);
+        if (text)
+            return text;
+        PyErr_Clear();
+    }
+    return PyObject_CallOneArg(dumps, obj);
+}
 
 /* ---- _sand.Context ------------------------------------------------------------------- */
 
@@ -177,7 +274,7 @@ static PyObject *Context_next(ContextObject *self, PyObject *args)
     sand_context *ctx = ctx_of(self);
     if (!ctx || !PyArg_ParseTuple(args, "sO:next", &step, &event))
         return NULL;
-    PyObject *text = PyObject_CallOneArg(self->json_dumps, event);
+    PyObject *text = json_encode(self->json_dumps, event);
     if (!text)
         return NULL;
     Py_ssize_t len;
@@ -400,6 +497,7 @@ static int py_load(const sand_worker_info_t *info, void **state, char **detail, 
     st->json_dumps = import_attr("json", "dumps");
     st->format_exception = import_attr("traceback", "format_exception");
     st->gc_freeze = import_attr("gc", "freeze");
+    json_fast_init();
     if (!st->json_loads || !st->json_dumps || !st->format_exception || !st->gc_freeze ||
         !PyImport_ImportModule("_sand")) {
         report_exception(NULL, NULL, err, detail);
@@ -474,12 +572,96 @@ static void py_before_fork(void *state)
     PyOS_BeforeFork();
 }
 
+/* ---- the instance's allocators --------------------------------------------------------------
+ * In an instance, every Python allocation (the raw, mem and object domains) goes to the
+ * instance heap, with the worker's allocator of the domain as its fallback. pymalloc would
+ * otherwise fill the free blocks of the worker's arenas, which are shared copy-on-write. */
+
+static PyMemAllocatorEx orig_alloc[3];
+static sand_heap_fallback_t heap_fb[3];
+
+static void *fb_malloc(void *ctx, size_t n)
+{
+    PyMemAllocatorEx *a = ctx;
+    return a->malloc(a->ctx, n);
+}
+
+static void *fb_calloc(void *ctx, size_t nelem, size_t elsize)
+{
+    PyMemAllocatorEx *a = ctx;
+    return a->calloc(a->ctx, nelem, elsize);
+}
+
+static void *fb_realloc(void *ctx, void *p, size_t n)
+{
+    PyMemAllocatorEx *a = ctx;
+    return a->realloc(a->ctx, p, n);
+}
+
+static void fb_free(void *ctx, void *p)
+{
+    PyMemAllocatorEx *a = ctx;
+    a->free(a->ctx, p);
+}
+
+static size_t fb_usable(void *ctx, void *p)
+{
+    (void)ctx;
+    return malloc_usable_size(p);
+}
+
+static void *heap_malloc(void *ctx, size_t n)
+{
+    return sand_worker_heap_malloc(ctx, n);
+}
+
+static void *heap_calloc(void *ctx, size_t nelem, size_t elsize)
+{
+    return sand_worker_heap_calloc(ctx, nelem, elsize);
+}
+
+static void *heap_realloc(void *ctx, void *p, size_t n)
+{
+    return sand_worker_heap_realloc(ctx, p, n);
+}
+
+static void heap_free(void *ctx, void *p)
+{
+    sand_worker_heap_free(ctx, p);
+}
+
+static void use_instance_heap(void)
+{
+    static const PyMemAllocatorDomain domains[3] = {PYMEM_DOMAIN_RAW, PYMEM_DOMAIN_MEM,
+                                                    PYMEM_DOMAIN_OBJ};
+    if (!sand_worker_heap_ready())
+        return;
+    for (int i = 0; i < 3; i++) {
+        PyMem_GetAllocator(domains[i], &orig_alloc[i]);
+        heap_fb[i] =
+            (sand_heap_fallback_t){&orig_alloc[i], fb_malloc, fb_calloc, fb_realloc, fb_free, NULL};
+    }
+    /* Only raw blocks are known to come from malloc; pymalloc cannot tell a block's size. */
+    heap_fb[0].usable = fb_usable;
+    for (int i = 0; i < 3; i++) {
+        PyMemAllocatorEx a = {&heap_fb[i], heap_malloc, heap_calloc, heap_realloc, heap_free};
+        PyMem_SetAllocator(domains[i], &a);
+    }
+}
+
 static void py_after_fork(void *state, bool child)
 {
+    (void)state;
     if (child)
         PyOS_AfterFork_Child();
     else
         PyOS_AfterFork_Parent();
+}
+
+static void py_instance_start(void *state)
+{
+    (void)state;
+    use_instance_heap();
 }
 
 static void flush_stdio(void)
@@ -496,9 +678,7 @@ static void flush_stdio(void)
 static void py_invoke(void *state, sand_context *ctx, const sand_event *ev)
 {
     py_state_t *st = state;
-    PyObject *raw = PyBytes_FromStringAndSize(ev->data, (Py_ssize_t)ev->len);
-    PyObject *event = raw ? PyObject_CallOneArg(st->json_loads, raw) : NULL;
-    Py_XDECREF(raw);
+    PyObject *event = json_decode(st->json_loads, ev->data, ev->len);
     if (!event) {
         sand_worker_ctx_started(ctx);
         sand_worker_ctx_finished(ctx);
@@ -518,7 +698,7 @@ static void py_invoke(void *state, sand_context *ctx, const sand_event *ev)
     sand_worker_ctx_finished(ctx);
     co->ctx = NULL;
     Py_DECREF(event);
-    PyObject *text = result ? PyObject_CallOneArg(st->json_dumps, result) : NULL;
+    PyObject *text = result ? json_encode(st->json_dumps, result) : NULL;
     Py_XDECREF(result);
     Py_ssize_t len;
     const char *s = text ? PyUnicode_AsUTF8AndSize(text, &len) : NULL;
@@ -550,6 +730,7 @@ const sand_worker_runtime_t sand_python_runtime = {
     .load = py_load,
     .before_fork = py_before_fork,
     .after_fork = py_after_fork,
+    .instance_start = py_instance_start,
     .invoke = py_invoke,
     .unload = py_unload,
 };

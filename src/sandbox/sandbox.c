@@ -107,8 +107,9 @@ int sand_sbx_driver_open(uv_loop_t *loop, const sand_sbx_opts_t *opts, sand_sbx_
     }
     drv->ops = drv->kind == SAND_SBX_DOCKER ? &sand__sbx_docker_ops : &sand__sbx_process_ops;
     if ((rc = drv->ops->open(drv, err)) < 0) {
+        sand_sbx_kind_t opened = drv->kind;
         driver_free(drv);
-        return sand_err_wrap(err, rc, "open %s sandbox driver", sand_sbx_kind_name(drv->kind));
+        return sand_err_wrap(err, rc, "open %s sandbox driver", sand_sbx_kind_name(opened));
     }
     *out = drv;
     return 0;

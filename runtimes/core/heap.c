@@ -1,0 +1,307 @@
+/*
+ * The instance heap: the allocator a forked grain instance uses for the memory it allocates
+ * during its one event (docs/internals/instance-heap.md).
+ *
+ * A forked instance starts with every page of its worker shared copy-on-write. Allocating with
+ * the worker's own allocators (glibc malloc, CPython's pymalloc) writes into the free blocks and
+ * free lists scattered over those shared pages, and every first write to one of them is a
+ * copy-on-write fault: about 150 of the ~290 page faults of a small Python instance, each costing
+ * ~2 us here. The instance heap instead hands out memory from a region that the worker reserved
+ * but never touched, packed by size class, so an instance writes a few fresh pages instead of a
+ * hundred shared ones. Blocks of the worker are never written: freeing one is a no-op (the page
+ * stays shared; the instance is short-lived), and resizing one copies it into the heap.
+ *
+ * Layout: the region is cut into 64 KiB chunks; a chunk serves one size class (16-byte steps up
+ * to 512 bytes, then four steps per power of two up to 32 KiB) or is the head of a large span of
+ * whole chunks. chunk_kind[] maps a chunk to its class, so blocks carry no header. Freed small
+ * blocks go on a per-class free list; freed spans are returned to the kernel (MADV_DONTNEED) and
+ * kept for reuse. When the region is exhausted the heap spills over to the fallback allocator
+ * of each call, and from then on frees of foreign blocks go to it as well.
+ */
+#include "sand/worker.h"
+
+#include <sched.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#define CHUNK_SHIFT 16
+#define CHUNK       ((size_t)1 << CHUNK_SHIFT)
+#define REGION_MAX  ((size_t)4 << 30) /* virtual only: untouched pages cost nothing */
+#define NCHUNKS     (REGION_MAX >> CHUNK_SHIFT)
+#define SMALL_MAX   (32 * 1024)
+#define NSPANS      64
+
+enum { KIND_FREE = 0, KIND_LARGE = 0xffff, KIND_TAIL = 0xfffe };
+
+typedef struct free_block {
+    struct free_block *next;
+} free_block_t;
+
+typedef struct size_class {
+    uint32_t size;
+    char *bump, *end; /* the class's current chunk */
+    free_block_t *free;
+} size_class_t;
+
+typedef struct span {
+    size_t first, count; /* chunk index and length */
+} span_t;
+
+static struct {
+    char *base;     /* CHUNK-aligned start of the region, NULL when not reserved */
+    size_t nchunks; /* chunks in the region */
+    size_t next;    /* first never-used chunk */
+    bool spilled;   /* the region ran out: foreign blocks are freed by their fallback */
+    char lock;      /* a spin lock: uncontended in all but threaded handlers */
+    size_class_t cls[80];
+    int ncls;
+    span_t spans[NSPANS]; /* freed large spans, MADV_DONTNEED'ed, for reuse */
+    int nspans;
+} H;
+
+/* Per chunk: KIND_FREE, a class index + 1, KIND_LARGE (span head) or KIND_TAIL. In .bss: the
+ * worker never writes it, so it costs no page until an instance uses a chunk. */
+static uint16_t chunk_kind[NCHUNKS];
+static uint32_t span_len[NCHUNKS];
+static uint8_t class_of_16[SMALL_MAX / 16 + 1]; /* (size + 15) / 16 -> class index */
+
+static void classes_init(void)
+{
+    int n = 0;
+    for (uint32_t s = 16; s <= 512; s += 16)
+        H.cls[n++].size = s;
+    for (uint32_t p = 512; p < SMALL_MAX; p *= 2)
+        for (uint32_t k = 1; k <= 4; k++)
+            H.cls[n++].size = p + p / 4 * k;
+    H.ncls = n;
+    int c = 0;
+    for (size_t i = 0; i <= SMALL_MAX / 16; i++) {
+        while (H.cls[c].size < i * 16)
+            c++;
+        class_of_16[i] = (uint8_t)c;
+    }
+}
+
+int sand_worker_heap_reserve(void)
+{
+    if (H.base)
+        return 0;
+    size_t len = REGION_MAX + CHUNK;
+    char *p =
+        mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+        return -1;
+    /* Align to a chunk and give the slack back. */
+    uintptr_t a = ((uintptr_t)p + CHUNK - 1) & ~(uintptr_t)(CHUNK - 1);
+    if (a > (uintptr_t)p)
+        munmap(p, a - (uintptr_t)p);
+    char *end = p + len;
+    if ((char *)a + REGION_MAX < end)
+        munmap((char *)a + REGION_MAX, (size_t)(end - ((char *)a + REGION_MAX)));
+    /* Never part of a core dump and never merged into the worker's other mappings. */
+    madvise((void *)a, REGION_MAX, MADV_DONTDUMP);
+    classes_init();
+    H.base = (char *)a;
+    H.nchunks = NCHUNKS;
+    return 0;
+}
+
+bool sand_worker_heap_ready(void)
+{
+    return H.base != NULL;
+}
+
+static inline void lock(void)
+{
+    while (__atomic_test_and_set(&H.lock, __ATOMIC_ACQUIRE))
+        sched_yield();
+}
+
+static inline void unlock(void)
+{
+    __atomic_clear(&H.lock, __ATOMIC_RELEASE);
+}
+
+static inline bool owns(const void *p)
+{
+    return H.base && (const char *)p >= H.base && (const char *)p < H.base + H.nchunks * CHUNK;
+}
+
+static inline size_t chunk_of(const void *p)
+{
+    return (size_t)((const char *)p - H.base) >> CHUNK_SHIFT;
+}
+
+/* Takes count fresh or reused chunks; returns the first index or SIZE_MAX. Lock held. */
+static size_t chunks_take(size_t count)
+{
+    for (int i = 0; i < H.nspans; i++) {
+        if (H.spans[i].count >= count) {
+            size_t first = H.spans[i].first;
+            H.spans[i].first += count;
+            H.spans[i].count -= count;
+            if (!H.spans[i].count)
+                H.spans[i] = H.spans[--H.nspans];
+            return first;
+        }
+    }
+    if (H.next + count > H.nchunks)
+        return SIZE_MAX;
+    size_t first = H.next;
+    H.next += count;
+    return first;
+}
+
+static void *small_alloc(size_t n)
+{
+    size_class_t *c = &H.cls[class_of_16[(n + 15) / 16]];
+    free_block_t *b = c->free;
+    if (b) {
+        c->free = b->next;
+        return b;
+    }
+    if (c->bump + c->size > c->end) {
+        size_t k = chunks_take(1);
+        if (k == SIZE_MAX)
+            return NULL;
+        chunk_kind[k] = (uint16_t)(c - H.cls + 1);
+        c->bump = H.base + (k << CHUNK_SHIFT);
+        c->end = c->bump + CHUNK;
+    }
+    void *p = c->bump;
+    c->bump += c->size;
+    return p;
+}
+
+static void *large_alloc(size_t n)
+{
+    if (n > H.nchunks * CHUNK)
+        return NULL;
+    size_t count = (n + CHUNK - 1) >> CHUNK_SHIFT;
+    size_t k = chunks_take(count);
+    if (k == SIZE_MAX)
+        return NULL;
+    chunk_kind[k] = KIND_LARGE;
+    span_len[k] = (uint32_t)count;
+    return H.base + (k << CHUNK_SHIFT);
+}
+
+/* Usable size of a heap block. */
+static size_t usable(const void *p)
+{
+    uint16_t kind = chunk_kind[chunk_of(p)];
+    if (kind == KIND_LARGE)
+        return (size_t)span_len[chunk_of(p)] << CHUNK_SHIFT;
+    return H.cls[kind - 1].size;
+}
+
+static void heap_free(void *p)
+{
+    size_t k = chunk_of(p);
+    uint16_t kind = chunk_kind[k];
+    if (kind == KIND_LARGE) {
+        size_t count = span_len[k];
+        /* The pages go back to the kernel; a reused span reads as zeros again. */
+        madvise(p, count << CHUNK_SHIFT, MADV_DONTNEED);
+        chunk_kind[k] = KIND_FREE;
+        if (H.nspans < NSPANS)
+            H.spans[H.nspans++] = (span_t){k, count};
+        return;
+    }
+    if (kind == KIND_FREE || kind == KIND_TAIL)
+        return; /* not a block we handed out: ignore rather than corrupt the heap */
+    size_class_t *c = &H.cls[kind - 1];
+    free_block_t *b = p;
+    b->next = c->free;
+    c->free = b;
+}
+
+static void *alloc_locked(size_t n, bool *fresh_zero)
+{
+    if (n == 0)
+        n = 1;
+    *fresh_zero = n > SMALL_MAX;
+    void *p = n <= SMALL_MAX ? small_alloc(n) : large_alloc(n);
+    return p;
+}
+
+void *sand_worker_heap_malloc(const sand_heap_fallback_t *fb, size_t n)
+{
+    bool z;
+    lock();
+    void *p = alloc_locked(n, &z);
+    if (!p)
+        H.spilled = true;
+    unlock();
+    return p ? p : fb->malloc(fb->ctx, n);
+}
+
+void *sand_worker_heap_calloc(const sand_heap_fallback_t *fb, size_t nelem, size_t elsize)
+{
+    if (elsize && nelem > SIZE_MAX / elsize)
+        return NULL;
+    size_t n = nelem * elsize;
+    bool z;
+    lock();
+    void *p = alloc_locked(n, &z);
+    if (!p)
+        H.spilled = true;
+    unlock();
+    if (!p)
+        return fb->calloc(fb->ctx, nelem, elsize);
+    if (!z) /* large spans are fresh or MADV_DONTNEED'ed: already zero */
+        memset(p, 0, n);
+    return p;
+}
+
+void sand_worker_heap_free(const sand_heap_fallback_t *fb, void *p)
+{
+    if (!p)
+        return;
+    if (owns(p)) {
+        lock();
+        heap_free(p);
+        unlock();
+        return;
+    }
+    /* A block of the worker, shared copy-on-write: leave its page alone. Once the heap has
+     * spilled, foreign blocks may be the fallback's own and must really be freed. */
+    if (H.spilled)
+        fb->free(fb->ctx, p);
+}
+
+void *sand_worker_heap_realloc(const sand_heap_fallback_t *fb, void *p, size_t n)
+{
+    if (!p)
+        return sand_worker_heap_malloc(fb, n);
+    if (!owns(p)) {
+        if (H.spilled || !fb->usable)
+            return fb->realloc(fb->ctx, p, n);
+        /* Copy the worker's block into the heap; the old one stays as it is. */
+        size_t old = fb->usable(fb->ctx, p);
+        void *q = sand_worker_heap_malloc(fb, n);
+        if (q)
+            memcpy(q, p, old < n ? old : n);
+        return q;
+    }
+    size_t have = usable(p); /* a block's chunk kind does not change while it is live */
+    if (n <= have && (n > SMALL_MAX || n + 16 > have / 2))
+        return p;
+    void *q = sand_worker_heap_malloc(fb, n);
+    if (!q)
+        return NULL;
+    memcpy(q, p, have < n ? have : n);
+    sand_worker_heap_free(fb, p);
+    return q;
+}
+
+bool sand_worker_heap_owns(const void *p)
+{
+    return owns(p);
+}
+
+size_t sand_worker_heap_used(void)
+{
+    return H.next << CHUNK_SHIFT;
+}
