@@ -208,9 +208,11 @@ static void app_log(sup_t *s, const char *grain, const char *fmt, ...)
 
 /* ---- workers ----------------------------------------------------------------------------- */
 
-/* environ plus SAND_GRAIN=grain (replacing an inherited one). Caller frees the array and the
- * last entry it allocated. */
-static char **worker_env(const char *grain, char **own)
+/* environ plus SAND_GRAIN=grain (replacing an inherited one), and LD_BIND_NOW=1 for workers
+ * that fork their instances (bind_now): every shared library's symbols are then bound once in
+ * the worker, instead of lazily in each instance (a copy-on-write fault on a GOT page and a
+ * symbol lookup per first call). Caller frees the array and the last entry it allocated. */
+static char **worker_env(const char *grain, bool bind_now, char **own)
 {
     size_t n = 0, k = 0, len = strlen(SAND_SUP_ENV_GRAIN);
     char **env;
@@ -218,11 +220,14 @@ static char **worker_env(const char *grain, char **own)
 
     while (environ[n])
         n++;
-    if (!(env = calloc(n + 2, sizeof(*env))))
+    if (!(env = calloc(n + 3, sizeof(*env))))
         return NULL;
     for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], SAND_SUP_ENV_GRAIN, len) || environ[i][len] != '=')
+        if ((strncmp(environ[i], SAND_SUP_ENV_GRAIN, len) || environ[i][len] != '=') &&
+            strncmp(environ[i], "LD_BIND_NOW=", 12))
             env[k++] = environ[i];
+    if (bind_now)
+        env[k++] = "LD_BIND_NOW=1";
     sand_bytes_init(&b, 256);
     if (sand_bytes_appendf(&b, "%s=%s", SAND_SUP_ENV_GRAIN, grain) < 0) {
         free(env);
@@ -258,7 +263,9 @@ static void worker_start(sup_t *s, worker_t *w)
         worker_fail(s, w, why);
         return;
     }
-    if (!(env = worker_env(w->grain, &own))) {
+    /* the JVM is not forked: binding all of libjvm at start would only slow it down */
+    bool forks = strcmp(w->runtime, "java") != 0;
+    if (!(env = worker_env(w->grain, forks, &own))) {
         worker_fail(s, w, "out of memory");
         return;
     }

@@ -90,18 +90,32 @@ void sand__frame_send(sand_context *ctx, int type, const void *a, size_t alen, c
             SAND_WARN("worker", "outcome of '%s' over its limit, frame dropped", ctx->grain);
         return;
     }
-    /* One write for small frames keeps the worker's reads whole; big ones go in pieces. */
-    if (alen + blen <= 4096) {
-        char tmp[4 + 1 + 4096];
-        memcpy(tmp, &len, 4);
-        tmp[4] = (char)t;
-        if (alen)
-            memcpy(tmp + 5, a, alen);
-        if (blen)
-            memcpy(tmp + 5 + alen, b, blen);
-        write_all(ctx, tmp, 5 + alen + blen);
+    /* The start and finish times wait for the next frame (sand__frame_flush() at the latest):
+     * the worker then wakes once for "finished + output" rather than once per frame. */
+    if ((type == SAND_FRAME_START || type == SAND_FRAME_FINISH) && alen == 8 && !blen &&
+        ctx->pend_len + 13 <= sizeof(ctx->pend)) {
+        memcpy(ctx->pend + ctx->pend_len, &len, 4);
+        ctx->pend[ctx->pend_len + 4] = (char)t;
+        memcpy(ctx->pend + ctx->pend_len + 5, a, 8);
+        ctx->pend_len += 13;
         return;
     }
+    /* One write for small frames keeps the worker's reads whole; big ones go in pieces. */
+    if (alen + blen <= 4096) {
+        char tmp[sizeof(ctx->pend) + 4 + 1 + 4096];
+        size_t o = ctx->pend_len;
+        memcpy(tmp, ctx->pend, o);
+        ctx->pend_len = 0;
+        memcpy(tmp + o, &len, 4);
+        tmp[o + 4] = (char)t;
+        if (alen)
+            memcpy(tmp + o + 5, a, alen);
+        if (blen)
+            memcpy(tmp + o + 5 + alen, b, blen);
+        write_all(ctx, tmp, o + 5 + alen + blen);
+        return;
+    }
+    sand__frame_flush(ctx);
     char hdr[5];
     memcpy(hdr, &len, 4);
     hdr[4] = (char)t;
@@ -109,6 +123,15 @@ void sand__frame_send(sand_context *ctx, int type, const void *a, size_t alen, c
     write_all(ctx, a, alen);
     if (blen)
         write_all(ctx, b, blen);
+}
+
+void sand__frame_flush(sand_context *ctx)
+{
+    if (ctx->fd >= 0 && ctx->pend_len) {
+        size_t n = ctx->pend_len;
+        ctx->pend_len = 0;
+        write_all(ctx, ctx->pend, n);
+    }
 }
 
 /* ---- reporting ----------------------------------------------------------------------- */

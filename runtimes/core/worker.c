@@ -820,6 +820,7 @@ static void __attribute__((noreturn)) child_main(worker_t *w, int fd_ev, int fd_
     ctx_setup(w, &ctx, f[0], f[1], f[2], attempt, kill_at);
     ctx.fd = fd_res;
     run_event(w, &ctx, f[5], fl[5]);
+    sand__frame_flush(&ctx);
     fflush(stdout);
     fflush(stderr);
     /* The outcome is sent. Tearing down a copy of an interpreter costs more CPU than most
@@ -1532,6 +1533,7 @@ static void slot_run(tslot_t *s, tjob_t *j)
     ctx.thread = true;
     ctx.dl = &s->dl;
     run_event(s->w, &ctx, j->event, j->event_len);
+    sand__frame_flush(&ctx);
     free(ctx.error_msg);
 }
 

@@ -41,8 +41,10 @@ struct sand_context {
     sand_dl_t *dl;
     char *error_msg; /* sand_ctx_error() */
     bool reported;   /* an OUTPUT or ERROR frame was sent */
-    bool thread;     /* an instance thread: a failed write drops the frame, never _exit() */
-    bool gone;       /* thread: the worker closed the pipe; later frames are dropped */
+    char pend[26];   /* START/FINISH frames not written yet (sent with the next frame) */
+    size_t pend_len;
+    bool thread; /* an instance thread: a failed write drops the frame, never _exit() */
+    bool gone;   /* thread: the worker closed the pipe; later frames are dropped */
 };
 
 struct sand_buf {
@@ -54,6 +56,10 @@ struct sand_buf {
  * an instance thread (ctx->thread) they mark ctx gone instead and later frames are dropped. */
 void sand__frame_send(sand_context *ctx, int type, const void *a, size_t alen, const void *b,
                       size_t blen);
+
+/* Writes the frames held back by sand__frame_send() (START, FINISH), if any. Called when the
+ * instance's handler is done, after its outcome. */
+void sand__frame_flush(sand_context *ctx);
 
 /* Closes the data layer connections. */
 void sand__dl_release(sand_dl_t *dl);

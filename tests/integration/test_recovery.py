@@ -1,6 +1,7 @@
 """Crash recovery (SPEC section 7): sandd killed with SIGKILL mid-execution and restarted completes
 every execution that was in flight, each reaching one final state; a killed grain worker is
-restarted by the supervisor and the events it had taken are re-delivered."""
+restarted by the supervisor and the events it had taken are re-delivered; so are the events whose
+instances died with a killed zygote (the worker's forking process)."""
 
 import os
 import signal
@@ -97,6 +98,28 @@ class Recovery(unittest.TestCase):
         slow = [g for g in desc["grains"] if g["name"] == "slow"][0]
         self.assertNotEqual(slow["workers"][0]["pid"], pid)
         self.assertGreaterEqual(slow["workers"][0]["restarts"], 1)
+
+    def test_zygote_killed_events_redelivered(self):
+        desc = self.sandd.request("GET", "/v1/apps/rec").json()
+        slow = [g for g in desc["grains"] if g["name"] == "slow"][0]
+        worker = slow["workers"][0]["pid"]
+        ids = [self.sandd.request("POST", "/v1/apps/rec/workflows/w?async=1", {"i": i}).json()["execution_id"]
+               for i in range(10)]
+        time.sleep(0.1)
+        # the zygote is the worker's only child; the running instances are its children
+        with open("/proc/%d/task/%d/children" % (worker, worker)) as f:
+            zygotes = [int(p) for p in f.read().split()]
+        self.assertEqual(len(zygotes), 1)
+        with open("/proc/%d/task/%d/children" % (zygotes[0], zygotes[0])) as f:
+            self.assertTrue(f.read().split(), "the zygote forked the instances")
+        os.kill(zygotes[0], signal.SIGKILL)
+        for eid in ids:
+            rec = self.sandd.wait_execution(eid, timeout=60)
+            self.assertEqual(rec["status"], "succeeded")
+            self.assertEqual(rec["output"], {"i": rec["input"]["i"], "done": True})
+        desc = self.sandd.request("GET", "/v1/apps/rec").json()
+        slow = [g for g in desc["grains"] if g["name"] == "slow"][0]
+        self.assertNotEqual(slow["workers"][0]["pid"], worker)
 
 
 if __name__ == "__main__":
