@@ -863,6 +863,10 @@ static pid_t spawn_spare(worker_t *w, int fds[4])
     if (pid == 0) {
         /* The instance dies with its parent: a new worker re-runs the pending event. */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (sched_getscheduler(0) == SCHED_BATCH) {
+            struct sched_param other = {0};
+            sched_setscheduler(0, SCHED_OTHER, &other);
+        }
         if (getppid() != parent)
             _exit(0);
         signal(SIGCHLD, SIG_DFL);
@@ -1051,6 +1055,10 @@ static void __attribute__((noreturn)) zygote_main(worker_t *w, int fd)
         redisFree(w->wr);
         w->wr = NULL;
     }
+    /* Its forks are for later events: never preempt the tasks on the path of the current one
+     * (instances switch back to SCHED_OTHER; see spawn_spare()). */
+    struct sched_param batch = {0};
+    sched_setscheduler(0, SCHED_BATCH, &batch);
     signal(SIGTERM, SIG_IGN); /* it ends when the worker closes the socket */
     signal(SIGINT, SIG_IGN);
     sigset_t chld;
