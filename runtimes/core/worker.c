@@ -941,8 +941,8 @@ static int spare_adopt(worker_t *w, pid_t pid, bool zyg, int pidfd, int fds[4])
         free(in);
         if (pidfd >= 0)
             syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
-        else if (!zyg)
-            kill(pid, SIGKILL); /* reaped by reap() as an unknown child: waitpid(-1) below */
+        else if (!zyg && kill(pid, SIGKILL) == 0)
+            waitpid(pid, NULL, 0); /* a child of the worker: reap it now */
         for (int i = 0; i < 4; i++)
             close(fds[i]);
         if (pidfd >= 0)
