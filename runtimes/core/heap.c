@@ -14,9 +14,10 @@
  * Layout: the region is cut into 64 KiB chunks; a chunk serves one size class (16-byte steps up
  * to 512 bytes, then four steps per power of two up to 32 KiB) or is the head of a large span of
  * whole chunks. chunk_kind[] maps a chunk to its class, so blocks carry no header. Freed small
- * blocks go on a per-class free list; freed spans are returned to the kernel (MADV_DONTNEED) and
- * kept for reuse. When the region is exhausted the heap spills over to the fallback allocator
- * of each call, and from then on frees of foreign blocks go to it as well.
+ * blocks go on a per-class free list; freed spans are kept for reuse, resident up to 32 MiB and
+ * returned to the kernel (MADV_DONTNEED) beyond. When the region is exhausted the heap spills over
+ * to the fallback allocator of each call, and from then on frees of foreign blocks go to it as
+ * well.
  */
 #include "sand/worker.h"
 
@@ -31,6 +32,7 @@
 #define NCHUNKS     (REGION_MAX >> CHUNK_SHIFT)
 #define SMALL_MAX   (32 * 1024)
 #define NSPANS      64
+#define SPAN_CACHE  ((size_t)32 << 20) /* freed spans kept resident for reuse, at most */
 
 enum { KIND_FREE = 0, KIND_LARGE = 0xffff, KIND_TAIL = 0xfffe };
 
@@ -46,6 +48,7 @@ typedef struct size_class {
 
 typedef struct span {
     size_t first, count; /* chunk index and length */
+    bool dirty;          /* still resident (not zero): kept for reuse within SPAN_CACHE */
 } span_t;
 
 static struct {
@@ -56,8 +59,9 @@ static struct {
     char lock;      /* a spin lock: uncontended in all but threaded handlers */
     size_class_t cls[80];
     int ncls;
-    span_t spans[NSPANS]; /* freed large spans, MADV_DONTNEED'ed, for reuse */
+    span_t spans[NSPANS]; /* freed large spans, for reuse */
     int nspans;
+    size_t cached; /* bytes of dirty spans */
 } H;
 
 /* Per chunk: KIND_FREE, a class index + 1, KIND_LARGE (span head) or KIND_TAIL. In .bss: the
@@ -133,16 +137,23 @@ static inline size_t chunk_of(const void *p)
     return (size_t)((const char *)p - H.base) >> CHUNK_SHIFT;
 }
 
-/* Takes count fresh or reused chunks; returns the first index or SIZE_MAX. Lock held. */
-static size_t chunks_take(size_t count)
+/* Takes count reused or fresh chunks, resident ones first; returns the first index or
+ * SIZE_MAX, and in *dirty whether they may hold old bytes. Lock held. */
+static size_t chunks_take(size_t count, bool *dirty)
 {
-    for (int i = 0; i < H.nspans; i++) {
-        if (H.spans[i].count >= count) {
-            size_t first = H.spans[i].first;
-            H.spans[i].first += count;
-            H.spans[i].count -= count;
-            if (!H.spans[i].count)
-                H.spans[i] = H.spans[--H.nspans];
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < H.nspans; i++) {
+            span_t *sp = &H.spans[i];
+            if (sp->dirty != (pass == 0) || sp->count < count)
+                continue;
+            size_t first = sp->first;
+            *dirty = sp->dirty;
+            if (sp->dirty)
+                H.cached -= count << CHUNK_SHIFT;
+            sp->first += count;
+            sp->count -= count;
+            if (!sp->count)
+                *sp = H.spans[--H.nspans];
             return first;
         }
     }
@@ -150,6 +161,7 @@ static size_t chunks_take(size_t count)
         return SIZE_MAX;
     size_t first = H.next;
     H.next += count;
+    *dirty = false;
     return first;
 }
 
@@ -162,7 +174,8 @@ static void *small_alloc(size_t n)
         return b;
     }
     if (c->bump + c->size > c->end) {
-        size_t k = chunks_take(1);
+        bool dirty;
+        size_t k = chunks_take(1, &dirty);
         if (k == SIZE_MAX)
             return NULL;
         chunk_kind[k] = (uint16_t)(c - H.cls + 1);
@@ -174,12 +187,12 @@ static void *small_alloc(size_t n)
     return p;
 }
 
-static void *large_alloc(size_t n)
+static void *large_alloc(size_t n, bool *dirty)
 {
     if (n > H.nchunks * CHUNK)
         return NULL;
     size_t count = (n + CHUNK - 1) >> CHUNK_SHIFT;
-    size_t k = chunks_take(count);
+    size_t k = chunks_take(count, dirty);
     if (k == SIZE_MAX)
         return NULL;
     chunk_kind[k] = KIND_LARGE;
@@ -201,12 +214,19 @@ static void heap_free(void *p)
     size_t k = chunk_of(p);
     uint16_t kind = chunk_kind[k];
     if (kind == KIND_LARGE) {
-        size_t count = span_len[k];
-        /* The pages go back to the kernel; a reused span reads as zeros again. */
-        madvise(p, count << CHUNK_SHIFT, MADV_DONTNEED);
+        size_t count = span_len[k], bytes = count << CHUNK_SHIFT;
         chunk_kind[k] = KIND_FREE;
+        /* Up to SPAN_CACHE stays resident, as glibc keeps freed memory below its trim
+         * threshold: a buffer freed and allocated again in a loop must not fault its pages in
+         * every time. Beyond, the pages go back to the kernel and the span reads as zeros. */
+        if (H.cached + bytes <= SPAN_CACHE && H.nspans < NSPANS) {
+            H.spans[H.nspans++] = (span_t){k, count, true};
+            H.cached += bytes;
+            return;
+        }
+        madvise(p, bytes, MADV_DONTNEED);
         if (H.nspans < NSPANS)
-            H.spans[H.nspans++] = (span_t){k, count};
+            H.spans[H.nspans++] = (span_t){k, count, false};
         return;
     }
     if (kind == KIND_FREE || kind == KIND_TAIL)
@@ -221,8 +241,13 @@ static void *alloc_locked(size_t n, bool *fresh_zero)
 {
     if (n == 0)
         n = 1;
-    *fresh_zero = n > SMALL_MAX;
-    void *p = n <= SMALL_MAX ? small_alloc(n) : large_alloc(n);
+    if (n <= SMALL_MAX) {
+        *fresh_zero = false;
+        return small_alloc(n);
+    }
+    bool dirty;
+    void *p = large_alloc(n, &dirty);
+    *fresh_zero = !dirty;
     return p;
 }
 
@@ -250,7 +275,7 @@ void *sand_worker_heap_calloc(const sand_heap_fallback_t *fb, size_t nelem, size
     unlock();
     if (!p)
         return fb->calloc(fb->ctx, nelem, elsize);
-    if (!z) /* large spans are fresh or MADV_DONTNEED'ed: already zero */
+    if (!z) /* fresh or MADV_DONTNEED'ed spans are zero already */
         memset(p, 0, n);
     return p;
 }
