@@ -22,6 +22,7 @@ grains:
   crash:    {runtime: python, code: grains/g.py, handler: crash}
   segv:     {runtime: python, code: grains/g.py, handler: segv}
   slow:     {runtime: python, code: grains/g.py, handler: slow, timeout: 500ms}
+  hog:      {runtime: python, code: grains/g.py, handler: hog, memory: 64Mi, timeout: 20s}
   ctx:      {runtime: python, code: grains/g.py, handler: ctx}
 workflows:
   seq:
@@ -68,6 +69,10 @@ workflows:
     start: s
     steps:
       s: {grain: slow}
+  hogwf:
+    start: h
+    steps:
+      h: {grain: hog}
   context:
     start: c
     steps:
@@ -113,6 +118,13 @@ def segv(event, context):
 def slow(event, context):
     time.sleep(5)
     return {}
+
+def hog(event, context):
+    keep = []
+    for _ in range(128):  # up to 1 GiB, written: resident
+        keep.append(b"x" * (8 << 20))
+        time.sleep(0.01)
+    return {"survived": len(keep)}
 
 def ctx(event, context):
     context.log("hello %s", "log")
@@ -205,6 +217,13 @@ class WorkflowTests(SanddTestCase):
         err = self.invoke("slowwf", {}, expect=502).json()["error"]
         self.assertEqual(err["type"], "Timeout")
         self.assertLess(time.time() - t0, 4.5)  # killed at 500 ms, not after the 5 s sleep
+
+    def test_instance_memory_limit(self):
+        err = self.invoke("hogwf", {}, expect=502).json()["error"]
+        self.assertEqual(err["type"], "MemoryLimit")
+        self.assertIn("67108864", err["message"])
+        # only that instance was killed: the app keeps serving
+        self.assertEqual(self.invoke("seq", {"n": 0}).json(), {"n": 3})
 
     def test_context(self):
         r = self.invoke("context", {})
