@@ -174,7 +174,7 @@ static void *small_alloc(size_t n)
         return b;
     }
     if (c->bump + c->size > c->end) {
-        bool dirty;
+        bool dirty = false;
         size_t k = chunks_take(1, &dirty);
         if (k == SIZE_MAX)
             return NULL;
@@ -189,6 +189,7 @@ static void *small_alloc(size_t n)
 
 static void *large_alloc(size_t n, bool *dirty)
 {
+    *dirty = false;
     if (n > H.nchunks * CHUNK)
         return NULL;
     size_t count = (n + CHUNK - 1) >> CHUNK_SHIFT;
@@ -245,7 +246,7 @@ static void *alloc_locked(size_t n, bool *fresh_zero)
         *fresh_zero = false;
         return small_alloc(n);
     }
-    bool dirty;
+    bool dirty = false;
     void *p = large_alloc(n, &dirty);
     *fresh_zero = !dirty;
     return p;
