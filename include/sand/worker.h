@@ -46,9 +46,9 @@ typedef struct sand_worker_runtime {
      * by the zygote (or by the worker when it has no zygote). */
     void (*before_fork)(void *state);
     void (*after_fork)(void *state, bool child);
-    /* Called in a new instance after after_fork(child = true), before it waits for its event
-     * (may be NULL): the process is a grain instance from now on (e.g. switch to the instance
-     * heap). */
+    /* Called in a new instance first thing after fork(), before after_fork(child = true) and
+     * before it waits for its event (may be NULL): the process is a grain instance from now on
+     * (e.g. switch to the instance heap, so that what after_fork() allocates lands there). */
     void (*instance_start)(void *state);
     /* Runs the handler once for ev. Reports through sand_worker_ctx_started/finished/output/
      * fail; returning without reporting an output or a failure counts as "Crashed". */

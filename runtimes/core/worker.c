@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -139,6 +140,11 @@ typedef struct worker {
 
 /* The write end of the self-pipe; the only state a signal handler can reach. */
 static int sig_wfd = -1;
+/* The loop's epoll instance (the worker's; -1 in its children). Tags of its fixed members; an
+ * instance's pipes are tagged with the inst_t's address plus the pipe (0 outcome, 1 stdout,
+ * 2 stderr). */
+static int ep_fd = -1;
+enum { EP_SIGNAL = 1, EP_READ = 2, EP_ZYGOTE = 3 };
 static volatile sig_atomic_t sig_stop;
 
 static void on_signal(int sig)
@@ -720,13 +726,37 @@ static void close_fd(int *fd)
     *fd = -1;
 }
 
+static void ep_add(int fd, uint64_t tag)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = tag};
+    if (ep_fd >= 0 && fd >= 0 && epoll_ctl(ep_fd, EPOLL_CTL_ADD, fd, &ev) < 0)
+        SAND_ERROR(COMP, "epoll_ctl: %s", strerror(errno));
+}
+
+/* Closes one of an instance's pipes, leaving the loop's epoll set first: a process forked
+ * meanwhile may hold the same pipe, which would keep it (and its tag) in the set. */
+static void close_inst_fd(int *fd)
+{
+    if (*fd >= 0 && ep_fd >= 0)
+        epoll_ctl(ep_fd, EPOLL_CTL_DEL, *fd, NULL);
+    close_fd(fd);
+}
+
+/* Puts a running instance's outcome and output pipes in the loop's epoll set. */
+static void watch_inst(inst_t *in)
+{
+    ep_add(in->fd_res, (uint64_t)(uintptr_t)in);
+    ep_add(in->fd_std[0], (uint64_t)(uintptr_t)in | 1);
+    ep_add(in->fd_std[1], (uint64_t)(uintptr_t)in | 2);
+}
+
 static void inst_free(inst_t *in)
 {
     close_fd(&in->pidfd);
     close_fd(&in->fd_ev);
-    close_fd(&in->fd_res);
-    close_fd(&in->fd_std[0]);
-    close_fd(&in->fd_std[1]);
+    close_inst_fd(&in->fd_res);
+    close_inst_fd(&in->fd_std[0]);
+    close_inst_fd(&in->fd_std[1]);
     sand_bytes_release(&in->res);
     sand_bytes_release(&in->line[0]);
     sand_bytes_release(&in->line[1]);
@@ -845,9 +875,22 @@ static int make_pipe(int fds[2])
     return pipe2(fds, O_CLOEXEC);
 }
 
-/* Forks a spare instance that blocks on its event pipe. Returns 0 or < 0. */
 /* fds of the zygote that its instances must not keep */
 static int zyg_fd = -1, zyg_sfd = -1;
+/* glibc is set up for instances already (in the zygote, which forks them) */
+static bool malloc_tuned;
+
+/* glibc in an instance: buffers up to 32 MiB (a data-layer value, hiredis' command and reply
+ * buffers) come from the heap and stay there once freed, instead of an mmap and munmap each
+ * time, which faults every page in again (a 1 MiB put + get: 1.7 -> 0.7 ms). Done once in the
+ * zygote rather than in each instance: mallopt() consolidates the heap's free chunks, which in
+ * an instance wrote (and copied) pages shared with its parent. */
+static void tune_malloc(void)
+{
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
+    malloc_tuned = true;
+}
 
 /* Forks a spare instance that blocks on its event pipe, from the worker or from the zygote
  * (whichever calls). Returns the child's pid and the parent's ends of its pipes in fds (event,
@@ -891,6 +934,7 @@ static pid_t spawn_spare(worker_t *w, int fds[4])
         close_fd(&sig_wfd);
         close_fd(&zyg_fd);
         close_fd(&zyg_sfd);
+        close_fd(&ep_fd);
         if (w->rd)
             close(w->rd->fd);
         if (w->wr)
@@ -912,16 +956,15 @@ static pid_t spawn_spare(worker_t *w, int fds[4])
         close(errp[1]);
         close(ev[1]);
         close(res[0]);
-        /* glibc in an instance: buffers up to 32 MiB (a data-layer value, hiredis' command and
-         * reply buffers) come from the heap and stay there once freed, instead of an mmap and
-         * munmap each time, which faults every page in again (a 1 MiB put + get: 1.7 -> 0.7 ms). */
-        mallopt(M_MMAP_THRESHOLD, 32 << 20);
-        mallopt(M_TRIM_THRESHOLD, 64 << 20);
+        if (!malloc_tuned)
+            tune_malloc();
         if (!w->load_error) {
-            if (w->rt->after_fork)
-                w->rt->after_fork(w->rt_state, true);
+            /* the instance's allocators first: the runtime's own reinitialisation after fork
+             * (CPython allocates a new lock for each of its locks) then writes fresh pages */
             if (w->rt->instance_start)
                 w->rt->instance_start(w->rt_state);
+            if (w->rt->after_fork)
+                w->rt->after_fork(w->rt_state, true);
         }
         child_main(w, ev[0], res[1]);
     }
@@ -1069,6 +1112,15 @@ static void __attribute__((noreturn)) zygote_main(worker_t *w, int fd)
         redisFree(w->wr);
         w->wr = NULL;
     }
+    tune_malloc();
+    /* Its large private regions (the Python heap, libpython's data, glibc's heap) onto a file,
+     * mapped privately in place: a fork then copies none of their page table entries and an
+     * instance maps only the pages it touches (filemem.c). The zygote writes none of them again
+     * but for a few pages around each fork. */
+    long moved = sand__memory_to_file(64 << 10);
+    if (moved < 0)
+        SAND_WARN(COMP, "zygote of '%s': memory stays anonymous: %s", w->grain->name,
+                  strerror(errno));
     /* Its forks are for later events: never preempt the tasks on the path of the current one
      * (instances switch back to SCHED_OTHER; see spawn_spare()). */
     struct sched_param batch = {0};
@@ -1268,6 +1320,7 @@ static void dispatch_fork(worker_t *w, entry_t *e)
     uint32_t total = (uint32_t)(msg.len - 4);
     memcpy(msg.data, &total, 4);
     in->spare = false;
+    watch_inst(in);
     in->ent = e;
     in->handoff_us = now;
     in->kill_at_mono = sand_mono_us() + (at - now);
@@ -1385,7 +1438,7 @@ static void inst_read(worker_t *w, inst_t *in, int *fd, int which)
                 std_bytes(w, in, which, "", 0, true);
             else if (in->slot)
                 in->reaped = true; /* the thread closed its end: it is done with the event */
-            close_fd(fd);
+            close_inst_fd(fd);
             return;
         }
         if (which >= 0) {
@@ -1393,7 +1446,7 @@ static void inst_read(worker_t *w, inst_t *in, int *fd, int which)
         } else if (sand_bytes_append(&in->res, buf, (size_t)n) < 0 ||
                    frames_parse(w, in->ent, &in->res, &in->oc) < 0) {
             sand_bytes_reset(&in->res);
-            close_fd(fd);
+            close_inst_fd(fd);
             if (in->slot)
                 thread_kill(w, in, KILL_OUTPUT);
             else
@@ -1683,6 +1736,7 @@ static void dispatch_thread(worker_t *w, entry_t *e)
     in->handoff_us = now;
     in->kill_at_mono = sand_mono_us() + (at - now);
     sand_list_insert_tail(&w->insts, &in->link);
+    watch_inst(in);
     w->running++;
     pthread_mutex_lock(&s->mu);
     s->job = j;
@@ -1801,7 +1855,7 @@ static void reap(worker_t *w)
     }
     if (w->zfd >= 0 && waitpid(w->zpid, NULL, WNOHANG) == w->zpid) {
         SAND_ERROR(COMP, "the zygote of '%s' died", w->grain->name);
-        close_fd(&w->zfd);
+        close_inst_fd(&w->zfd);
         w->fatal = w->stop = true;
     }
     sand_list_t *pos, *tmp;
@@ -2050,10 +2104,15 @@ static void rd_readable(worker_t *w)
 
 static void loop(worker_t *w)
 {
-    struct pollfd *pfds = NULL;
-    inst_t **owners = NULL;
-    int *which = NULL;
-    size_t cap = 0;
+    struct epoll_event evs[64];
+    if ((ep_fd = epoll_create1(EPOLL_CLOEXEC)) < 0) {
+        SAND_ERROR(COMP, "epoll: %s", strerror(errno));
+        w->fatal = true;
+        return;
+    }
+    ep_add(w->sig_rfd, EP_SIGNAL);
+    ep_add(w->rd->fd, EP_READ);
+    ep_add(w->zfd, EP_ZYGOTE);
     while (!w->stop) {
         /* The next spare is forked when the worker is idle: after the instances in flight have
          * reported (so their outcomes are routed first, not after a fork), or SPARE_DELAY_US
@@ -2068,63 +2127,36 @@ static void loop(worker_t *w)
         wr_flush(w);
         if (w->stop)
             break;
-        size_t need = 3 + 3 * ((size_t)w->running + 1);
-        if (need > cap) {
-            cap = need * 2;
-            free(pfds);
-            free(owners);
-            free(which);
-            pfds = calloc(cap, sizeof(*pfds));
-            owners = calloc(cap, sizeof(*owners));
-            which = calloc(cap, sizeof(*which));
-            if (!pfds || !owners || !which) {
-                SAND_ERROR(COMP, "out of memory");
-                w->fatal = true;
-                break;
-            }
-        }
-        size_t np = 0;
-        pfds[np++] = (struct pollfd){.fd = w->sig_rfd, .events = POLLIN};
-        pfds[np++] = (struct pollfd){.fd = w->rd_busy ? w->rd->fd : -1, .events = POLLIN};
-        pfds[np++] = (struct pollfd){.fd = w->zfd, .events = POLLIN};
-        sand_list_t *pos, *tmp;
-        sand_list_foreach_safe(pos, tmp, &w->insts)
-        {
-            inst_t *in = SAND_CONTAINER_OF(pos, inst_t, link);
-            if (in->spare)
-                continue;
-            int fds[3] = {in->fd_res, in->fd_std[0], in->fd_std[1]};
-            for (int k = 0; k < 3 && np < cap; k++) {
-                if (fds[k] < 0)
-                    continue;
-                owners[np] = in;
-                which[np] = k - 1;
-                pfds[np++] = (struct pollfd){.fd = fds[k], .events = POLLIN};
-            }
-        }
-        int pr = poll(pfds, np, poll_timeout(w));
-        if (pr < 0 && errno != EINTR) {
-            SAND_ERROR(COMP, "poll: %s", strerror(errno));
+        int n = epoll_wait(ep_fd, evs, (int)SAND_ARRAY_LEN(evs), poll_timeout(w));
+        if (n < 0 && errno != EINTR) {
+            SAND_ERROR(COMP, "epoll_wait: %s", strerror(errno));
             w->fatal = true;
             break;
         }
-        if (pr > 0) {
-            for (size_t i = 3; i < np; i++) {
-                if (!pfds[i].revents)
-                    continue;
-                inst_t *in = owners[i];
-                int *fd = which[i] < 0 ? &in->fd_res : &in->fd_std[which[i]];
-                if (*fd == pfds[i].fd)
-                    inst_read(w, in, fd, which[i]);
+        /* Instances' pipes first: nothing here frees an instance (zygote_readable() and
+         * reap() do), so every tag of this batch stays valid. */
+        bool zyg = false, rd = false, sig = false;
+        for (int i = 0; i < n; i++) {
+            uint64_t tag = evs[i].data.u64;
+            if (tag == EP_SIGNAL || tag == EP_READ || tag == EP_ZYGOTE) {
+                zyg |= tag == EP_ZYGOTE;
+                rd |= tag == EP_READ;
+                sig |= tag == EP_SIGNAL;
+                continue;
             }
-            if (pfds[2].revents)
-                zygote_readable(w);
-            if (pfds[1].revents)
-                rd_readable(w);
-            if (pfds[0].revents) {
-                char drain[64];
-                while (read(w->sig_rfd, drain, sizeof(drain)) > 0) {
-                }
+            inst_t *in = (inst_t *)(uintptr_t)(tag & ~(uint64_t)3);
+            int which = (int)(tag & 3) - 1;
+            int *fd = which < 0 ? &in->fd_res : &in->fd_std[which];
+            if (*fd >= 0)
+                inst_read(w, in, fd, which);
+        }
+        if (zyg && w->zfd >= 0)
+            zygote_readable(w);
+        if (rd)
+            rd_readable(w); /* not busy: the connection closed (an error, which stops) */
+        if (sig) {
+            char drain[64];
+            while (read(w->sig_rfd, drain, sizeof(drain)) > 0) {
             }
         }
         reap(w);
@@ -2141,9 +2173,6 @@ static void loop(worker_t *w)
         if (w->once && !w->draining && sand_mono_us() > w->once_idle_until)
             w->stop = true;
     }
-    free(pfds);
-    free(owners);
-    free(which);
 }
 
 /* ---- start and stop ------------------------------------------------------------------ */
@@ -2166,6 +2195,7 @@ static void shutdown_instances(worker_t *w)
     }
     w->nspares = 0;
     sand_vec_release(&w->waiting, (void (*)(void *))entry_free);
+    close_fd(&ep_fd);
     if (w->zfd >= 0) {
         close_fd(&w->zfd);
         kill(w->zpid, SIGKILL);

@@ -61,6 +61,10 @@ void sand__frame_send(sand_context *ctx, int type, const void *a, size_t alen, c
  * instance's handler is done, after its outcome. */
 void sand__frame_flush(sand_context *ctx);
 
+/* Moves this process's private regions with at least min_anon bytes of anonymous memory onto
+ * a memfd mapped privately at the same addresses (filemem.c). Returns the bytes moved or < 0. */
+long sand__memory_to_file(size_t min_anon);
+
 /* Closes the data layer connections. */
 void sand__dl_release(sand_dl_t *dl);
 

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 extern const sand_worker_runtime_t sand_python_runtime;
 
@@ -25,6 +26,8 @@ typedef struct py_state {
     PyObject *json_loads, *json_dumps;
     PyObject *format_exception;
     PyObject *gc_freeze;
+    PyObject *stdout_orig, *stderr_orig; /* sys.stdout/stderr as configured: write-through */
+    pid_t worker_pid;
 } py_state_t;
 
 /* ---- JSON ----------------------------------------------------------------------------
@@ -41,6 +44,9 @@ static struct {
     PyObject *enc_default;  /* json._default_encoder.default */
     PyObject *enc_string;   /* json.encoder.encode_basestring_ascii */
     PyObject *key_sep, *item_sep, *empty;
+    PyObject *encoder; /* c_make_encoder(markers, ...) with json.dumps()' defaults */
+    PyObject *markers; /* its circular-reference markers: empty between calls */
+    PyObject *zero;
 } J;
 
 static void json_fast_init(void)
@@ -61,6 +67,14 @@ static void json_fast_init(void)
     if (!J.scan_once || !J.make_encoder || J.make_encoder == Py_None || !J.enc_default ||
         !J.enc_string || !J.key_sep || !J.item_sep || !J.empty)
         Py_CLEAR(J.make_encoder); /* no C accelerator: json.dumps() only */
+    /* One encoder, made here: in an instance, making one per output ran the argument parser
+     * and touched a dozen pages shared with the worker. */
+    if (J.make_encoder && (J.markers = PyDict_New()) && (J.zero = PyLong_FromLong(0)))
+        J.encoder = PyObject_CallFunction(J.make_encoder, "OOOOOOOOO", J.markers, J.enc_default,
+                                          J.enc_string, Py_None, J.key_sep, J.item_sep, Py_False,
+                                          Py_False, Py_True);
+    if (!J.encoder || !J.zero)
+        Py_CLEAR(J.make_encoder);
     PyErr_Clear();
     Py_XDECREF(dec);
     Py_XDECREF(enc);
@@ -83,7 +97,8 @@ static PyObject *json_decode(PyObject *loads, const char *data, size_t len)
         while (b > a && json_space(data[b - 1]))
             b--;
         PyObject *s = PyUnicode_DecodeUTF8(data + a, (Py_ssize_t)(b - a), "surrogatepass");
-        PyObject *r = s ? PyObject_CallFunction(J.scan_once, "On", s, (Py_ssize_t)0) : NULL;
+        PyObject *args[2] = {s, J.zero};
+        PyObject *r = s && J.zero ? PyObject_Vectorcall(J.scan_once, args, 2, NULL) : NULL;
         PyObject *obj = NULL;
         if (r && PyTuple_Check(r) && PyTuple_GET_SIZE(r) == 2 &&
             PyLong_AsSsize_t(PyTuple_GET_ITEM(r, 1)) == PyUnicode_GET_LENGTH(s))
@@ -104,19 +119,13 @@ static PyObject *json_decode(PyObject *loads, const char *data, size_t len)
 static PyObject *json_encode(PyObject *dumps, PyObject *obj)
 {
     if (J.make_encoder) {
-        PyObject *markers = PyDict_New();
-        PyObject *enc = markers
-                            ? PyObject_CallFunction(J.make_encoder, "OOOOOOOOO", markers,
-                                                    J.enc_default, J.enc_string, Py_None, J.key_sep,
-                                                    J.item_sep, Py_False, Py_False, Py_True)
-                            : NULL;
-        PyObject *chunks = enc ? PyObject_CallFunction(enc, "On", obj, (Py_ssize_t)0) : NULL;
+        PyObject *args[2] = {obj, J.zero};
+        PyObject *chunks = PyObject_Vectorcall(J.encoder, args, 2, NULL);
         PyObject *text = chunks ? PyUnicode_Join(J.empty, chunks) : NULL;
         Py_XDECREF(chunks);
-        Py_XDECREF(enc);
-        Py_XDECREF(markers);
         if (text)
             return text;
+        PyDict_Clear(J.markers); /* an error left the containers it was in (reuse mode) */
         PyErr_Clear();
     }
     return PyObject_CallOneArg(dumps, obj);
@@ -497,6 +506,9 @@ static int py_load(const sand_worker_info_t *info, void **state, char **detail, 
     st->json_dumps = import_attr("json", "dumps");
     st->format_exception = import_attr("traceback", "format_exception");
     st->gc_freeze = import_attr("gc", "freeze");
+    st->stdout_orig = Py_XNewRef(PySys_GetObject("stdout"));
+    st->stderr_orig = Py_XNewRef(PySys_GetObject("stderr"));
+    st->worker_pid = getpid();
     json_fast_init();
     if (!st->json_loads || !st->json_dumps || !st->format_exception || !st->gc_freeze ||
         !PyImport_ImportModule("_sand")) {
@@ -563,8 +575,9 @@ static void py_before_fork(void *state)
 {
     py_state_t *st = state;
     /* Objects created since the last fork join the permanent generation, so no instance's
-     * collector walks (and writes to) the pages it shares with the worker. */
-    if (st && st->gc_freeze) {
+     * collector walks (and writes to) the pages it shares with the worker. The zygote runs no
+     * Python between its forks: nothing new to freeze there. */
+    if (st && st->gc_freeze && getpid() == st->worker_pid) {
         PyObject *r = PyObject_CallNoArgs(st->gc_freeze);
         Py_XDECREF(r);
         PyErr_Clear();
@@ -664,13 +677,16 @@ static void py_instance_start(void *state)
     use_instance_heap();
 }
 
-static void flush_stdio(void)
+/* Flushes sys.stdout and sys.stderr if the handler replaced them: the streams the worker set
+ * up write through to their pipes, and calling their flush() in each instance ran the io
+ * module's code for nothing (about ten copy-on-write faults). */
+static void flush_stdio(py_state_t *st)
 {
     PyObject *out = PySys_GetObject("stdout"), *err = PySys_GetObject("stderr");
     PyObject *r;
-    if (out && (r = PyObject_CallMethod(out, "flush", NULL)))
+    if (out && out != st->stdout_orig && (r = PyObject_CallMethod(out, "flush", NULL)))
         Py_DECREF(r);
-    if (err && (r = PyObject_CallMethod(err, "flush", NULL)))
+    if (err && err != st->stderr_orig && (r = PyObject_CallMethod(err, "flush", NULL)))
         Py_DECREF(r);
     PyErr_Clear();
 }
@@ -694,7 +710,8 @@ static void py_invoke(void *state, sand_context *ctx, const sand_event *ev)
     co->ctx = ctx;
     co->json_dumps = Py_NewRef(st->json_dumps);
     sand_worker_ctx_started(ctx);
-    PyObject *result = PyObject_CallFunctionObjArgs(st->handler, event, (PyObject *)co, NULL);
+    PyObject *args[2] = {event, (PyObject *)co};
+    PyObject *result = PyObject_Vectorcall(st->handler, args, 2, NULL);
     sand_worker_ctx_finished(ctx);
     co->ctx = NULL;
     Py_DECREF(event);
@@ -708,7 +725,7 @@ static void py_invoke(void *state, sand_context *ctx, const sand_event *ev)
         report_exception(st, ctx, NULL, NULL);
     Py_XDECREF(text);
     Py_DECREF(co);
-    flush_stdio();
+    flush_stdio(st);
 }
 
 static void py_unload(void *state)
@@ -719,6 +736,8 @@ static void py_unload(void *state)
     Py_XDECREF(st->json_dumps);
     Py_XDECREF(st->format_exception);
     Py_XDECREF(st->gc_freeze);
+    Py_XDECREF(st->stdout_orig);
+    Py_XDECREF(st->stderr_orig);
     free(st);
     if (Py_IsInitialized())
         Py_FinalizeEx();
