@@ -90,6 +90,19 @@ void sand__frame_send(sand_context *ctx, int type, const void *a, size_t alen, c
             SAND_WARN("worker", "outcome of '%s' over its limit, frame dropped", ctx->grain);
         return;
     }
+    /* A forked instance holds its outcome (times, output or error, next steps) until its end,
+     * when its stdout and stderr are closed already: the worker then reads the outcome and
+     * every end of file in one wake-up. Log lines go at once. Frames beyond the hold's limit
+     * are sent as they come (the worker then stops the instance for its oversized output). */
+    if (ctx->hold && type != SAND_FRAME_LOG && type != SAND_FRAME_LOGK) {
+        size_t before = ctx->hold->len;
+        if (sand_bytes_append(ctx->hold, &len, 4) == 0 && sand_bytes_append(ctx->hold, &t, 1) == 0 &&
+            sand_bytes_append(ctx->hold, a, alen) == 0 &&
+            (!blen || sand_bytes_append(ctx->hold, b, blen) == 0))
+            return;
+        ctx->hold->len = before;
+        sand__frame_flush(ctx);
+    }
     /* The start and finish times wait for the next frame (sand__frame_flush() at the latest):
      * the worker then wakes once for "finished + output" rather than once per frame. */
     if ((type == SAND_FRAME_START || type == SAND_FRAME_FINISH) && alen == 8 && !blen &&
@@ -127,6 +140,13 @@ void sand__frame_send(sand_context *ctx, int type, const void *a, size_t alen, c
 
 void sand__frame_flush(sand_context *ctx)
 {
+    if (ctx->fd >= 0 && ctx->hold) {
+        sand_bytes_t *h = ctx->hold;
+        ctx->hold = NULL; /* from here on frames go out as they come */
+        if (h->len)
+            write_all(ctx, h->data, h->len);
+        sand_bytes_reset(h);
+    }
     if (ctx->fd >= 0 && ctx->pend_len) {
         size_t n = ctx->pend_len;
         ctx->pend_len = 0;

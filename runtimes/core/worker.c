@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -43,7 +44,7 @@
 #include <unistd.h>
 
 #define COMP          "worker"
-#define SPARE_POOL    2 /* spares kept ready in zygote mode */
+#define SPARE_POOL    4 /* spares kept ready in zygote mode */
 #define READ_BLOCK_MS 1000
 #define MEM_POLL_MS   20
 #define KEY_MAX       512
@@ -79,6 +80,7 @@ typedef struct inst {
     int fd_ev, fd_res, fd_std[2];
     bool zyg; /* forked by the zygote, which reaps it and reports its exit */
     bool spare, reaped;
+    bool watched; /* its pipes are in the loop's epoll set */
     bool routed; /* the outcome is routed; ent is then a stub for log tagging */
     int wstatus;
     entry_t *ent;
@@ -119,6 +121,7 @@ typedef struct worker {
     int zfd;            /* fork mode: the socket to the zygote, or -1 (the worker forks) */
     pid_t zpid;         /* the zygote */
     int zasked;         /* spares asked of the zygote and not received yet */
+    bool zwatched;      /* zfd is in the loop's epoll set (see zygote_needed()) */
     sand_vec_t waiting; /* entries read while no spare was ready (zygote mode) */
     sand_list_t retries;
     sand_list_t idle; /* threads mode: idle instance threads (tslot_t) */
@@ -295,18 +298,23 @@ static void wr_cmd(worker_t *w, cmd_t *c)
     c->nnums = 0;
 }
 
-/* Reads every pending reply of the write connection; errors are logged (an EXEC that failed
- * leaves its event pending, so it runs again after a restart). A lost connection is fatal: the
- * supervisor restarts the worker, which re-reads its pending entries. */
-static void wr_flush(worker_t *w)
+/* Reads the pending replies of the write connection: those already received (block false) or
+ * all of them. Errors are logged (an EXEC that failed leaves its event pending, so it runs
+ * again after a restart). A lost connection is fatal: the supervisor restarts the worker, which
+ * re-reads its pending entries. */
+static void wr_replies(worker_t *w, bool block)
 {
     while (w->wr_pending > 0) {
         redisReply *r = NULL;
-        if (redisGetReply(w->wr, (void **)&r) != REDIS_OK) {
-            SAND_ERROR(COMP, "redis write connection lost: %s", w->wr->errstr);
-            w->fatal = w->stop = true;
-            w->wr_pending = 0;
-            return;
+        if (redisReaderGetReply(w->wr->reader, (void **)&r) != REDIS_OK)
+            goto lost;
+        if (!r) {
+            int avail = 0;
+            if (!block && (ioctl(w->wr->fd, FIONREAD, &avail) < 0 || avail <= 0))
+                return;
+            if (redisBufferRead(w->wr) != REDIS_OK)
+                goto lost;
+            continue;
         }
         w->wr_pending--;
         if (r->type == REDIS_REPLY_ERROR)
@@ -317,6 +325,27 @@ static void wr_flush(worker_t *w)
                     SAND_WARN(COMP, "redis (in transaction): %s", r->element[i]->str);
         freeReplyObject(r);
     }
+    return;
+lost:
+    SAND_ERROR(COMP, "redis write connection lost: %s", w->wr->errstr);
+    w->fatal = w->stop = true;
+    w->wr_pending = 0;
+}
+
+/* Sends the commands queued on the write connection. Their replies are not waited for: they
+ * are read as they come, on the loop's later turns (wr_replies()), so routing an outcome
+ * costs the worker no round trip to Redis and no sleep. */
+static void wr_flush(worker_t *w)
+{
+    int done = 0;
+    while (!done && !w->stop)
+        if (redisBufferWrite(w->wr, &done) != REDIS_OK) {
+            SAND_ERROR(COMP, "redis write connection lost: %s", w->wr->errstr);
+            w->fatal = w->stop = true;
+            w->wr_pending = 0;
+            return;
+        }
+    wr_replies(w, false);
 }
 
 static void log_line(worker_t *w, const entry_t *e, const char *kind, const char *line, size_t len)
@@ -735,9 +764,9 @@ static void ep_add(int fd, uint64_t tag)
 
 /* Closes one of an instance's pipes, leaving the loop's epoll set first: a process forked
  * meanwhile may hold the same pipe, which would keep it (and its tag) in the set. */
-static void close_inst_fd(int *fd)
+static void close_inst_fd(inst_t *in, int *fd)
 {
-    if (*fd >= 0 && ep_fd >= 0)
+    if (*fd >= 0 && in->watched)
         epoll_ctl(ep_fd, EPOLL_CTL_DEL, *fd, NULL);
     close_fd(fd);
 }
@@ -745,18 +774,34 @@ static void close_inst_fd(int *fd)
 /* Puts a running instance's outcome and output pipes in the loop's epoll set. */
 static void watch_inst(inst_t *in)
 {
+    if (ep_fd < 0)
+        return;
     ep_add(in->fd_res, (uint64_t)(uintptr_t)in);
     ep_add(in->fd_std[0], (uint64_t)(uintptr_t)in | 1);
     ep_add(in->fd_std[1], (uint64_t)(uintptr_t)in | 2);
+    in->watched = true;
+}
+
+/* Takes the instance's pipes out of the epoll set (they stay open). */
+static void unwatch_inst(inst_t *in)
+{
+    if (!in->watched)
+        return;
+    int fds[3] = {in->fd_res, in->fd_std[0], in->fd_std[1]};
+    for (int k = 0; k < 3; k++)
+        if (fds[k] >= 0)
+            epoll_ctl(ep_fd, EPOLL_CTL_DEL, fds[k], NULL);
+    in->watched = false;
 }
 
 static void inst_free(inst_t *in)
 {
     close_fd(&in->pidfd);
+    unwatch_inst(in);
     close_fd(&in->fd_ev);
-    close_inst_fd(&in->fd_res);
-    close_inst_fd(&in->fd_std[0]);
-    close_inst_fd(&in->fd_std[1]);
+    close_fd(&in->fd_res);
+    close_fd(&in->fd_std[0]);
+    close_fd(&in->fd_std[1]);
     sand_bytes_release(&in->res);
     sand_bytes_release(&in->line[0]);
     sand_bytes_release(&in->line[1]);
@@ -856,12 +901,18 @@ static void __attribute__((noreturn)) child_main(worker_t *w, int fd_ev, int fd_
     memcpy(&attempt, f[3], fl[3] >= sizeof(int) ? sizeof(int) : 0);
     memcpy(&kill_at, f[4], fl[4] >= 8 ? 8 : 0);
     sand_context ctx;
+    sand_bytes_t hold;
+    sand_bytes_init(&hold, (size_t)SAND_WORKER_OUTPUT_MAX + 16);
     ctx_setup(w, &ctx, f[0], f[1], f[2], attempt, kill_at);
     ctx.fd = fd_res;
+    ctx.hold = &hold;
     run_event(w, &ctx, f[5], fl[5]);
-    sand__frame_flush(&ctx);
+    /* Buffered stdout and stderr first, then the outcome, all at once: nothing is written after
+     * it, so the worker, once it has the outcome, no longer listens to this instance (its end
+     * of files would be one more wake-up each). */
     fflush(stdout);
     fflush(stderr);
+    sand__frame_flush(&ctx);
     /* The outcome is sent. Tearing down a copy of an interpreter costs more CPU than most
      * handlers: do it at idle priority, so that it never delays the next hop's instance (on
      * two cores this took about 100 us off the hop's p50). */
@@ -1438,7 +1489,7 @@ static void inst_read(worker_t *w, inst_t *in, int *fd, int which)
                 std_bytes(w, in, which, "", 0, true);
             else if (in->slot)
                 in->reaped = true; /* the thread closed its end: it is done with the event */
-            close_inst_fd(fd);
+            close_inst_fd(in, fd);
             return;
         }
         if (which >= 0) {
@@ -1446,7 +1497,7 @@ static void inst_read(worker_t *w, inst_t *in, int *fd, int which)
         } else if (sand_bytes_append(&in->res, buf, (size_t)n) < 0 ||
                    frames_parse(w, in->ent, &in->res, &in->oc) < 0) {
             sand_bytes_reset(&in->res);
-            close_inst_fd(fd);
+            close_inst_fd(in, fd);
             if (in->slot)
                 thread_kill(w, in, KILL_OUTPUT);
             else
@@ -1526,6 +1577,10 @@ static void inst_route(worker_t *w, inst_t *in)
     if (!in->slot)
         w->running--; /* a thread keeps its slot until it is done with the event */
     route(w, e, &in->oc, in->pid, type, msg, sig, in->handoff_us);
+    /* A forked instance writes nothing after its outcome: the rest of its pipes (their ends of
+     * file) is read when its exit is known. A thread's end of file is its release. */
+    if (!in->slot)
+        unwatch_inst(in);
 }
 
 /* An instance was reaped: drain its pipes, route its event if not done yet, free it. */
@@ -1855,7 +1910,9 @@ static void reap(worker_t *w)
     }
     if (w->zfd >= 0 && waitpid(w->zpid, NULL, WNOHANG) == w->zpid) {
         SAND_ERROR(COMP, "the zygote of '%s' died", w->grain->name);
-        close_inst_fd(&w->zfd);
+        if (w->zwatched)
+            epoll_ctl(ep_fd, EPOLL_CTL_DEL, w->zfd, NULL);
+        close_fd(&w->zfd);
         w->fatal = w->stop = true;
     }
     sand_list_t *pos, *tmp;
@@ -1966,6 +2023,8 @@ static int free_slots(worker_t *w)
 
 static void group_create(worker_t *w)
 {
+    wr_flush(w);
+    wr_replies(w, true); /* the reply read next must be this command's */
     redisReply *r =
         redisCommand(w->wr, "XGROUP CREATE %s %s 0 MKSTREAM", w->qkey, SAND_GROUP_WORKERS);
     if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "BUSYGROUP", 9) != 0)
@@ -2102,6 +2161,24 @@ static void rd_readable(worker_t *w)
 
 /* ---- the loop ------------------------------------------------------------------------ */
 
+/* Whether the loop must wake up for the zygote's messages: a spare is missing, or an instance
+ * ended (or was killed) without an outcome and its exit status makes it. Otherwise the new
+ * spares and the exits of instances already routed are read on the loop's next turn, which
+ * saves two wake-ups per event under load. */
+static bool zygote_needed(worker_t *w)
+{
+    if (w->nspares == 0 || w->waiting.len || w->draining || w->stop)
+        return true;
+    sand_list_t *pos, *tmp;
+    sand_list_foreach_safe(pos, tmp, &w->insts)
+    {
+        inst_t *in = SAND_CONTAINER_OF(pos, inst_t, link);
+        if (!in->spare && !in->routed && !in->reaped && (in->fd_res < 0 || in->killed))
+            return true;
+    }
+    return false;
+}
+
 static void loop(worker_t *w)
 {
     struct epoll_event evs[64];
@@ -2112,7 +2189,6 @@ static void loop(worker_t *w)
     }
     ep_add(w->sig_rfd, EP_SIGNAL);
     ep_add(w->rd->fd, EP_READ);
-    ep_add(w->zfd, EP_ZYGOTE);
     while (!w->stop) {
         /* The next spare is forked when the worker is idle: after the instances in flight have
          * reported (so their outcomes are routed first, not after a fork), or SPARE_DELAY_US
@@ -2127,6 +2203,16 @@ static void loop(worker_t *w)
         wr_flush(w);
         if (w->stop)
             break;
+        if (w->zfd >= 0) {
+            bool need = zygote_needed(w);
+            if (need != w->zwatched) {
+                struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EP_ZYGOTE};
+                epoll_ctl(ep_fd, need ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, w->zfd, &ev);
+                w->zwatched = need;
+            }
+            if (!need)
+                zygote_readable(w); /* what is there already, without a wake-up for it */
+        }
         int n = epoll_wait(ep_fd, evs, (int)SAND_ARRAY_LEN(evs), poll_timeout(w));
         if (n < 0 && errno != EINTR) {
             SAND_ERROR(COMP, "epoll_wait: %s", strerror(errno));
@@ -2377,6 +2463,7 @@ out:
     shutdown_instances(&w);
     if (w.wr) {
         wr_flush(&w);
+        wr_replies(&w, true);
         redisFree(w.wr);
     }
     if (w.rd)

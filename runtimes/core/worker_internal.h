@@ -43,6 +43,7 @@ struct sand_context {
     bool reported;   /* an OUTPUT or ERROR frame was sent */
     char pend[26];   /* START/FINISH frames not written yet (sent with the next frame) */
     size_t pend_len;
+    sand_bytes_t *hold; /* forked instance: the outcome's frames, written at its end */
     bool thread; /* an instance thread: a failed write drops the frame, never _exit() */
     bool gone;   /* thread: the worker closed the pipe; later frames are dropped */
 };
@@ -57,8 +58,8 @@ struct sand_buf {
 void sand__frame_send(sand_context *ctx, int type, const void *a, size_t alen, const void *b,
                       size_t blen);
 
-/* Writes the frames held back by sand__frame_send() (START, FINISH), if any. Called when the
- * instance's handler is done, after its outcome. */
+/* Writes the frames held back by sand__frame_send() (START, FINISH, and with ctx->hold every
+ * frame but log lines), if any. Called when the instance's handler is done. */
 void sand__frame_flush(sand_context *ctx);
 
 /* Moves this process's private regions with at least min_anon bytes of anonymous memory onto
