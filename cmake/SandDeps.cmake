@@ -51,7 +51,51 @@ if(SAND_WITH_PYTHON)
     # link items (not options) so libpython follows the objects that need it
     target_link_libraries(sand_ext_python INTERFACE ${SAND_PY_LDFLAGS})
     add_library(sand::python ALIAS sand_ext_python)
+    # The static libpython Debian ships for embedding (position independent), for the worker.
+    execute_process(COMMAND ${SAND_PYTHON_CONFIG} --configdir OUTPUT_VARIABLE SAND_PY_CONFIGDIR
+                    OUTPUT_STRIP_TRAILING_WHITESPACE)
+    string(REGEX MATCH "-lpython[0-9.]+" SAND_PY_LIBFLAG "${SAND_PY_LDFLAGS}")
+    string(REPLACE "-l" "lib" SAND_PY_LIBNAME "${SAND_PY_LIBFLAG}")
+    set(SAND_PY_STATIC "${SAND_PY_CONFIGDIR}/${SAND_PY_LIBNAME}-pic.a")
 endif()
+
+# Forking workers (Python, C) link their libraries statically when Debian ships the archives:
+# every shared library is five more mappings in the worker, which each fork() copies and each
+# instance's exit tears down again (a Python worker: 73 mappings -> 41, fork + exit ~20 % less
+# CPU per event; docs/performance.md). sand_static_deps(target [python]) adds them.
+option(SAND_STATIC_WORKERS "link the forking grain workers' libraries statically" ON)
+set(SAND_STATIC_LIBDIRS /usr/lib/${CMAKE_LIBRARY_ARCHITECTURE} /usr/lib /usr/local/lib)
+foreach(lib hiredis jansson yaml expat z)
+    find_file(SAND_STATIC_${lib} lib${lib}.a PATHS ${SAND_STATIC_LIBDIRS} NO_DEFAULT_PATH)
+endforeach()
+
+function(sand_static_deps target)
+    if(NOT SAND_STATIC_WORKERS)
+        return()
+    endif()
+    set(whole)
+    foreach(lib hiredis jansson yaml)
+        if(NOT SAND_STATIC_${lib})
+            message(STATUS "${target}: no lib${lib}.a, linked with the shared libraries")
+            return()
+        endif()
+        list(APPEND whole ${SAND_STATIC_${lib}})
+    endforeach()
+    set(after)
+    if("python" IN_LIST ARGN)
+        if(NOT EXISTS "${SAND_PY_STATIC}" OR NOT SAND_STATIC_expat OR NOT SAND_STATIC_z)
+            message(STATUS "${target}: no static libpython, linked with the shared one")
+        else()
+            list(APPEND whole ${SAND_PY_STATIC})
+            set(after ${SAND_STATIC_expat} ${SAND_STATIC_z})
+        endif()
+    endif()
+    # Whole archives ahead of everything: the shared copies that follow in the link line then
+    # provide nothing and --as-needed leaves them out. Exported (ENABLE_EXPORTS), the static
+    # libpython serves the extension modules the worker imports.
+    target_link_options(${target} PRIVATE LINKER:--as-needed LINKER:--whole-archive ${whole}
+                        LINKER:--no-whole-archive ${after})
+endfunction()
 
 if(SAND_WITH_JAVA)
     find_package(Java 17 COMPONENTS Development)

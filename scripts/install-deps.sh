@@ -7,7 +7,7 @@ PKGS=(
   build-essential cmake pkg-config git ca-certificates
   libuv1-dev libhiredis-dev librdkafka-dev libjansson-dev libyaml-dev libcurl4-openssl-dev
   libarchive-dev libhttp-parser-dev libcmocka-dev
-  python3 python3-dev python3-pil
+  python3 python3-dev libpython3.11-dev zlib1g-dev libexpat1-dev python3-pil
   default-jdk-headless
   redis-server docker.io
   clang clang-format libclang-rt-14-dev
