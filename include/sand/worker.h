@@ -144,8 +144,15 @@ void *sand_worker_heap_calloc(const sand_heap_fallback_t *fb, size_t nelem, size
 void *sand_worker_heap_realloc(const sand_heap_fallback_t *fb, void *p, size_t n);
 void sand_worker_heap_free(const sand_heap_fallback_t *fb, void *p);
 
+/* An aligned block (align a power of two, at most 64 KiB) from the heap, or NULL when the
+ * heap cannot serve it (the caller then asks its own allocator). */
+void *sand_worker_heap_memalign(size_t align, size_t n);
+
 /* True when p lies in the heap's region. */
 bool sand_worker_heap_owns(const void *p);
+
+/* Usable size of a heap block (p owned by the heap). */
+size_t sand_worker_heap_usable(const void *p);
 
 /* Bytes of the region taken so far (whole chunks, touched or not). */
 size_t sand_worker_heap_used(void);

@@ -96,7 +96,8 @@ void sand__frame_send(sand_context *ctx, int type, const void *a, size_t alen, c
      * are sent as they come (the worker then stops the instance for its oversized output). */
     if (ctx->hold && type != SAND_FRAME_LOG && type != SAND_FRAME_LOGK) {
         size_t before = ctx->hold->len;
-        if (sand_bytes_append(ctx->hold, &len, 4) == 0 && sand_bytes_append(ctx->hold, &t, 1) == 0 &&
+        if (sand_bytes_append(ctx->hold, &len, 4) == 0 &&
+            sand_bytes_append(ctx->hold, &t, 1) == 0 &&
             sand_bytes_append(ctx->hold, a, alen) == 0 &&
             (!blen || sand_bytes_append(ctx->hold, b, blen) == 0))
             return;

@@ -45,7 +45,8 @@ static int find_regions(region_t *out, size_t min_anon, const uintptr_t *keep, i
     while (fgets(line, sizeof(line), f)) {
         unsigned long a, b;
         char perm[8];
-        if (sscanf(line, "%lx-%lx %7s", &a, &b, perm) == 3 && strchr(line, '-') < strchr(line, ' ')) {
+        if (sscanf(line, "%lx-%lx %7s", &a, &b, perm) == 3 &&
+            strchr(line, '-') < strchr(line, ' ')) {
             cur = (region_t){a, b, 0};
             cand = perm[3] == 'p' && perm[0] == 'r' && !strstr(line, "[stack]") &&
                    !strstr(line, "[vvar") && !strstr(line, "[vdso]") && !strstr(line, "[vsyscall]");
@@ -101,8 +102,8 @@ long sand__memory_to_file(size_t min_anon)
                 break;
             done += (size_t)w;
         }
-        if (done == len &&
-            mmap((void *)r[i].start, len, r[i].prot, MAP_PRIVATE | MAP_FIXED, fd, off) != MAP_FAILED)
+        if (done == len && mmap((void *)r[i].start, len, r[i].prot, MAP_PRIVATE | MAP_FIXED, fd,
+                                off) != MAP_FAILED)
             moved += (long)len;
         off += (off_t)len;
     }

@@ -322,9 +322,39 @@ void *sand_worker_heap_realloc(const sand_heap_fallback_t *fb, void *p, size_t n
     return q;
 }
 
+void *sand_worker_heap_memalign(size_t align, size_t n)
+{
+    if (!H.base || align == 0 || (align & (align - 1)) || align > CHUNK)
+        return NULL;
+    if (n == 0)
+        n = 1;
+    void *p = NULL;
+    bool z;
+    lock();
+    if (align <= 16) {
+        p = alloc_locked(n, &z);
+    } else if (n <= SMALL_MAX) {
+        /* Blocks of a class start at i * size from a 64 KiB-aligned chunk: a class whose size
+         * is a multiple of align hands out aligned blocks. */
+        size_t want = (n + align - 1) & ~(align - 1);
+        for (int c = class_of_16[(want + 15) / 16]; c < H.ncls && !p; c++)
+            if (H.cls[c].size % align == 0)
+                p = small_alloc(H.cls[c].size);
+    }
+    if (!p && align > 16)
+        p = large_alloc(n > SMALL_MAX ? n : SMALL_MAX + 1, &z); /* chunk-aligned */
+    unlock();
+    return p;
+}
+
 bool sand_worker_heap_owns(const void *p)
 {
     return owns(p);
+}
+
+size_t sand_worker_heap_usable(const void *p)
+{
+    return usable(p);
 }
 
 size_t sand_worker_heap_used(void)

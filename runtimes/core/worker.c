@@ -81,7 +81,7 @@ typedef struct inst {
     bool zyg; /* forked by the zygote, which reaps it and reports its exit */
     bool spare, reaped;
     bool watched; /* its pipes are in the loop's epoll set */
-    bool routed; /* the outcome is routed; ent is then a stub for log tagging */
+    bool routed;  /* the outcome is routed; ent is then a stub for log tagging */
     int wstatus;
     entry_t *ent;
     sand_bytes_t res;
@@ -926,6 +926,11 @@ static int make_pipe(int fds[2])
     return pipe2(fds, O_CLOEXEC);
 }
 
+/* Executables without malloc.c (the Java worker, which never forks) keep glibc's malloc. */
+__attribute__((weak)) void sand__malloc_instance(void)
+{
+}
+
 /* fds of the zygote that its instances must not keep */
 static int zyg_fd = -1, zyg_sfd = -1;
 /* glibc is set up for instances already (in the zygote, which forks them) */
@@ -964,6 +969,7 @@ static pid_t spawn_spare(worker_t *w, int fds[4])
         goto error;
     }
     if (pid == 0) {
+        sand__malloc_instance();
         /* The instance dies with its parent: a new worker re-runs the pending event. */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (sched_getscheduler(0) == SCHED_BATCH) {

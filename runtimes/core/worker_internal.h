@@ -44,8 +44,8 @@ struct sand_context {
     char pend[26];   /* START/FINISH frames not written yet (sent with the next frame) */
     size_t pend_len;
     sand_bytes_t *hold; /* forked instance: the outcome's frames, written at its end */
-    bool thread; /* an instance thread: a failed write drops the frame, never _exit() */
-    bool gone;   /* thread: the worker closed the pipe; later frames are dropped */
+    bool thread;        /* an instance thread: a failed write drops the frame, never _exit() */
+    bool gone;          /* thread: the worker closed the pipe; later frames are dropped */
 };
 
 struct sand_buf {
@@ -65,6 +65,10 @@ void sand__frame_flush(sand_context *ctx);
 /* Moves this process's private regions with at least min_anon bytes of anonymous memory onto
  * a memfd mapped privately at the same addresses (filemem.c). Returns the bytes moved or < 0. */
 long sand__memory_to_file(size_t min_anon);
+
+/* Switches malloc() and friends of this process to the instance heap (malloc.c, in the
+ * forking workers' executables; a no-op elsewhere). Called first thing in a new instance. */
+void sand__malloc_instance(void);
 
 /* Closes the data layer connections. */
 void sand__dl_release(sand_dl_t *dl);
