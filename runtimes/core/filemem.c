@@ -24,7 +24,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define REGIONS_MAX 64
+#define REGIONS_MAX    64
+#define REGION_LEN_MAX ((uintptr_t)256 << 20) /* bigger ones are reservations, not a heap */
 
 typedef struct region {
     uintptr_t start, end;
@@ -62,7 +63,7 @@ static int find_regions(region_t *out, size_t min_anon, const uintptr_t *keep, i
         }
         unsigned long kb;
         if (cand && sscanf(line, "Anonymous: %lu kB", &kb) == 1) {
-            if (kb * 1024 >= min_anon && n < REGIONS_MAX)
+            if (kb * 1024 >= min_anon && n < REGIONS_MAX && cur.end - cur.start <= REGION_LEN_MAX)
                 out[n++] = cur;
             cand = false;
         }
@@ -73,6 +74,10 @@ static int find_regions(region_t *out, size_t min_anon, const uintptr_t *keep, i
 
 long sand__memory_to_file(size_t min_anon)
 {
+#ifdef SAND_ASAN
+    (void)min_anon;
+    return 0; /* its shadow memory is no place for this */
+#endif
     int here = 0;
     uintptr_t keep[2] = {(uintptr_t)&here, (uintptr_t)&errno};
     region_t r[REGIONS_MAX];

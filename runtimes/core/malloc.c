@@ -20,15 +20,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SAND_ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__)
-#define SAND_ASAN 1
-#endif
-
 #ifndef SAND_ASAN
 
 extern void *__libc_malloc(size_t n);

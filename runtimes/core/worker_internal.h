@@ -11,6 +11,16 @@
 
 #include <hiredis/hiredis.h>
 
+/* AddressSanitizer builds (gcc defines __SANITIZE_ADDRESS__, clang has the feature test): they
+ * keep glibc's malloc (malloc.c) and the zygote's memory where it is (filemem.c). */
+#if defined(__SANITIZE_ADDRESS__)
+#define SAND_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SAND_ASAN 1
+#endif
+#endif
+
 enum {
     SAND_FRAME_START = 1,  /* i64 epoch us right before the handler */
     SAND_FRAME_FINISH = 2, /* i64 epoch us right after the handler */
