@@ -70,6 +70,10 @@ foreach(lib hiredis jansson yaml expat z)
 endforeach()
 
 function(sand_static_deps target)
+    # The code segment on a 2 MiB boundary, alone in its pages: the worker can then move it
+    # onto huge pages (runtimes/core/hugetext.c).
+    target_link_options(${target} PRIVATE LINKER:-z,max-page-size=0x200000
+                        LINKER:-z,separate-code)
     if(NOT SAND_STATIC_WORKERS)
         return()
     endif()

@@ -2436,6 +2436,9 @@ int sand_worker_main(int argc, char **argv, const sand_worker_runtime_t *rt)
         SAND_WARN(COMP, "grain '%s': no address space for the instance heap: %s", w.grain->name,
                   strerror(errno));
     w.once = getenv(SAND_ENV_ONCE) != NULL;
+    if (!w.reuse && !w.threads && !w.once && sand__text_to_hugepages() < 0)
+        SAND_WARN(COMP, "grain '%s': code stays on small pages: %s", w.grain->name,
+                  strerror(errno));
     /* a once-worker forks its single instance itself */
     if (!w.reuse && !w.threads && !w.once && zygote_start(&w) < 0)
         SAND_WARN(COMP, "grain '%s': no zygote (%s): the worker forks its instances itself",

@@ -76,6 +76,11 @@ void sand__frame_flush(sand_context *ctx);
  * a memfd mapped privately at the same addresses (filemem.c). Returns the bytes moved or < 0. */
 long sand__memory_to_file(size_t min_anon);
 
+/* Moves the executable's code segment onto anonymous transparent huge pages, in place
+ * (hugetext.c): forked instances then inherit it mapped. Returns the bytes moved, 0 when it
+ * cannot (not linked for it, no huge pages), or < 0. */
+long sand__text_to_hugepages(void);
+
 /* Switches malloc() and friends of this process to the instance heap (malloc.c, in the
  * forking workers' executables; a no-op elsewhere). Called first thing in a new instance. */
 void sand__malloc_instance(void);
