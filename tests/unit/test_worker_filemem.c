@@ -21,16 +21,7 @@
 
 #include <cmocka.h>
 
-long sand__memory_to_file(size_t min_anon);
-long sand__text_to_hugepages(void);
-
-#if defined(__SANITIZE_ADDRESS__)
-#define SAND_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SAND_ASAN 1
-#endif
-#endif
+#include "worker_internal.h" /* SAND_ASAN and the functions under test */
 
 /* The /proc/self/maps line of the mapping holding addr, in line. */
 static void mapping_of(const void *addr, char *line, size_t size)

@@ -18,18 +18,9 @@
 
 #include <cmocka.h>
 
+#include "worker_internal.h" /* SAND_ASAN and the functions under test */
+
 #include "sand/worker.h"
-
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SAND_ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_ADDRESS__)
-#define SAND_ASAN 1
-#endif
-
-void sand__malloc_instance(void);
 
 /* Called through these, the compiler cannot see that a freed block is read on purpose. */
 static void (*volatile release)(void *) = free;
