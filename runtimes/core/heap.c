@@ -52,11 +52,12 @@ typedef struct span {
 } span_t;
 
 static struct {
-    char *base;     /* CHUNK-aligned start of the region, NULL when not reserved */
-    size_t nchunks; /* chunks in the region */
-    size_t next;    /* first never-used chunk */
-    bool spilled;   /* the region ran out: foreign blocks are freed by their fallback */
-    char lock;      /* a spin lock: uncontended in all but threaded handlers */
+    char *base;       /* CHUNK-aligned start of the region, NULL when not reserved */
+    size_t nchunks;   /* chunks in the region */
+    size_t next;      /* the frontier: chunks from here on are free */
+    size_t zero_from; /* chunks from here on are zero (never used, or given back) */
+    bool spilled;     /* the region ran out: foreign blocks are freed by their fallback */
+    char lock;        /* a spin lock: uncontended in all but threaded handlers */
     size_class_t cls[80];
     int ncls;
     span_t spans[NSPANS]; /* freed large spans, for reuse */
@@ -137,32 +138,83 @@ static inline size_t chunk_of(const void *p)
     return (size_t)((const char *)p - H.base) >> CHUNK_SHIFT;
 }
 
-/* Takes count reused or fresh chunks, resident ones first; returns the first index or
- * SIZE_MAX, and in *dirty whether they may hold old bytes. Lock held. */
+/* Takes count reused or fresh chunks, resident ones first, the smallest free span that fits
+ * (so that big spans stay whole for big requests); returns the first index or SIZE_MAX, and in
+ * *dirty whether they may hold old bytes. Lock held. */
 static size_t chunks_take(size_t count, bool *dirty)
 {
     for (int pass = 0; pass < 2; pass++) {
+        int best = -1;
         for (int i = 0; i < H.nspans; i++) {
             span_t *sp = &H.spans[i];
-            if (sp->dirty != (pass == 0) || sp->count < count)
-                continue;
-            size_t first = sp->first;
-            *dirty = sp->dirty;
-            if (sp->dirty)
-                H.cached -= count << CHUNK_SHIFT;
-            sp->first += count;
-            sp->count -= count;
-            if (!sp->count)
-                *sp = H.spans[--H.nspans];
-            return first;
+            if (sp->dirty == (pass == 0) && sp->count >= count &&
+                (best < 0 || sp->count < H.spans[best].count))
+                best = i;
         }
+        if (best < 0)
+            continue;
+        span_t *sp = &H.spans[best];
+        size_t first = sp->first;
+        *dirty = sp->dirty;
+        if (sp->dirty)
+            H.cached -= count << CHUNK_SHIFT;
+        sp->first += count;
+        sp->count -= count;
+        if (!sp->count)
+            *sp = H.spans[--H.nspans];
+        return first;
     }
     if (H.next + count > H.nchunks)
         return SIZE_MAX;
     size_t first = H.next;
     H.next += count;
-    *dirty = false;
+    *dirty = first < H.zero_from;
     return first;
+}
+
+/* Gives back a large span's chunks. Neighbouring free spans merge with it; a span that ends at
+ * the frontier moves the frontier back, so that a buffer freed and allocated again, or grown
+ * (realloc at the frontier grows in place), finds its pages still there. Up to SPAN_CACHE of
+ * freed memory stays resident, as glibc keeps freed memory below its trim threshold: a buffer
+ * freed and allocated again in a loop must not fault its pages in every time. Beyond, the pages
+ * go back to the kernel and read as zeros. Lock held. */
+static void span_release(size_t first, size_t count)
+{
+    bool dirty = true;
+    for (int i = 0; i < H.nspans;) {
+        span_t *sp = &H.spans[i];
+        if (sp->first + sp->count == first || first + count == sp->first) {
+            if (sp->dirty)
+                H.cached -= sp->count << CHUNK_SHIFT;
+            if (sp->first < first)
+                first = sp->first;
+            count += sp->count;
+            *sp = H.spans[--H.nspans];
+            continue;
+        }
+        i++;
+    }
+    if (first + count == H.next) {
+        H.next = first;
+        if (H.zero_from < first + count)
+            H.zero_from = first + count;
+        size_t resident = (H.zero_from - H.next) << CHUNK_SHIFT;
+        if (resident + H.cached > SPAN_CACHE) {
+            madvise(H.base + (H.next << CHUNK_SHIFT), resident, MADV_DONTNEED);
+            H.zero_from = H.next;
+        }
+        return;
+    }
+    size_t bytes = count << CHUNK_SHIFT;
+    if (H.cached + bytes > SPAN_CACHE || H.nspans == NSPANS) {
+        madvise(H.base + (first << CHUNK_SHIFT), bytes, MADV_DONTNEED);
+        dirty = false;
+    }
+    if (H.nspans == NSPANS)
+        return; /* the address range is lost, its memory is not */
+    H.spans[H.nspans++] = (span_t){first, count, dirty};
+    if (dirty)
+        H.cached += bytes;
 }
 
 static void *small_alloc(size_t n)
@@ -215,19 +267,8 @@ static void heap_free(void *p)
     size_t k = chunk_of(p);
     uint16_t kind = chunk_kind[k];
     if (kind == KIND_LARGE) {
-        size_t count = span_len[k], bytes = count << CHUNK_SHIFT;
         chunk_kind[k] = KIND_FREE;
-        /* Up to SPAN_CACHE stays resident, as glibc keeps freed memory below its trim
-         * threshold: a buffer freed and allocated again in a loop must not fault its pages in
-         * every time. Beyond, the pages go back to the kernel and the span reads as zeros. */
-        if (H.cached + bytes <= SPAN_CACHE && H.nspans < NSPANS) {
-            H.spans[H.nspans++] = (span_t){k, count, true};
-            H.cached += bytes;
-            return;
-        }
-        madvise(p, bytes, MADV_DONTNEED);
-        if (H.nspans < NSPANS)
-            H.spans[H.nspans++] = (span_t){k, count, false};
+        span_release(k, span_len[k]);
         return;
     }
     if (kind == KIND_FREE || kind == KIND_TAIL)
@@ -314,6 +355,20 @@ void *sand_worker_heap_realloc(const sand_heap_fallback_t *fb, void *p, size_t n
     size_t have = usable(p); /* a block's chunk kind does not change while it is live */
     if (n <= have && (n > SMALL_MAX || n + 16 > have / 2))
         return p;
+    if (n > have && chunk_kind[chunk_of(p)] == KIND_LARGE) {
+        /* the last span before the frontier grows in place (a reply buffer doubling) */
+        size_t k = chunk_of(p), count = (n + CHUNK - 1) >> CHUNK_SHIFT;
+        bool grown = false;
+        lock();
+        if (k + span_len[k] == H.next && k + count <= H.nchunks) {
+            H.next = k + count;
+            span_len[k] = (uint32_t)count;
+            grown = true;
+        }
+        unlock();
+        if (grown)
+            return p;
+    }
     void *q = sand_worker_heap_malloc(fb, n);
     if (!q)
         return NULL;

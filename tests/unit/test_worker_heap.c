@@ -164,6 +164,39 @@ static void test_foreign_blocks(void **state)
     free(h);
 }
 
+static void test_large_reuse(void **state)
+{
+    (void)state;
+    /* a reply buffer doubling up to 2 MiB, a 1 MiB value, both freed, over and over (what
+     * hiredis does for a 1 MiB get): after the first rounds no new chunk is ever taken */
+    size_t used = 0;
+    for (int it = 0; it < 40; it++) {
+        char *b = sand_worker_heap_malloc(&FB, 16 * 1024);
+        for (size_t n = 32 * 1024; n <= ((size_t)2 << 20); n *= 2) {
+            char *g = sand_worker_heap_realloc(&FB, b, n);
+            if (n > 64 * 1024)
+                assert_ptr_equal(g, b); /* the last span grows in place */
+            b = g;
+        }
+        char *r = sand_worker_heap_malloc(&FB, (size_t)1 << 20);
+        memset(r, it, (size_t)1 << 20);
+        sand_worker_heap_free(&FB, b);
+        char *q = sand_worker_heap_malloc(&FB, (size_t)1 << 20);
+        assert_true(sand_worker_heap_owns(q));
+        sand_worker_heap_free(&FB, r);
+        sand_worker_heap_free(&FB, q);
+        if (it == 2)
+            used = sand_worker_heap_used();
+        else if (it > 2)
+            assert_int_equal(sand_worker_heap_used(), used);
+    }
+    /* what calloc gets back from reused memory is zero all the same */
+    unsigned char *z = sand_worker_heap_calloc(&FB, 1, (size_t)1 << 20);
+    for (size_t i = 0; i < ((size_t)1 << 20); i += 4093)
+        assert_int_equal(z[i], 0);
+    sand_worker_heap_free(&FB, z);
+}
+
 static void *hammer(void *arg)
 {
     uintptr_t seed = (uintptr_t)arg;
@@ -241,7 +274,8 @@ int main(void)
         cmocka_unit_test(test_reserve),       cmocka_unit_test(test_small_blocks),
         cmocka_unit_test(test_calloc_zeroes), cmocka_unit_test(test_large_blocks),
         cmocka_unit_test(test_resize),        cmocka_unit_test(test_foreign_blocks),
-        cmocka_unit_test(test_threads),       cmocka_unit_test(test_spill),
+        cmocka_unit_test(test_large_reuse),   cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_spill),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
