@@ -32,6 +32,13 @@ typedef struct region {
     int prot;
 } region_t;
 
+bool sand__smaps_header(const char *line, unsigned long *start, unsigned long *end)
+{
+    /* "start-end perms ...": the only lines whose first field holds a '-' */
+    const char *sp = strchr(line, ' ');
+    return sp && memchr(line, '-', (size_t)(sp - line)) && sscanf(line, "%lx-%lx", start, end) == 2;
+}
+
 /* Reads the private regions of this process with at least min_anon bytes of anonymous pages,
  * except those holding the stack or the thread's own data (addresses in keep). */
 static int find_regions(region_t *out, size_t min_anon, const uintptr_t *keep, int nkeep)
@@ -46,8 +53,7 @@ static int find_regions(region_t *out, size_t min_anon, const uintptr_t *keep, i
     while (fgets(line, sizeof(line), f)) {
         unsigned long a, b;
         char perm[8];
-        if (sscanf(line, "%lx-%lx %7s", &a, &b, perm) == 3 &&
-            strchr(line, '-') < strchr(line, ' ')) {
+        if (sand__smaps_header(line, &a, &b) && sscanf(line, "%*s %7s", perm) == 1) {
             cur = (region_t){a, b, 0};
             cand = perm[3] == 'p' && perm[0] == 'r' && !strstr(line, "[stack]") &&
                    !strstr(line, "[vvar") && !strstr(line, "[vdso]") && !strstr(line, "[vsyscall]");

@@ -293,14 +293,21 @@ static void *alloc_locked(size_t n, bool *fresh_zero)
     return p;
 }
 
-void *sand_worker_heap_malloc(const sand_heap_fallback_t *fb, size_t n)
+/* A block from the heap, or NULL when the region cannot serve it (the heap has then spilled). */
+static void *take(size_t n, bool *fresh_zero)
 {
-    bool z;
     lock();
-    void *p = alloc_locked(n, &z);
+    void *p = alloc_locked(n, fresh_zero);
     if (!p)
         H.spilled = true;
     unlock();
+    return p;
+}
+
+void *sand_worker_heap_malloc(const sand_heap_fallback_t *fb, size_t n)
+{
+    bool z;
+    void *p = take(n, &z);
     return p ? p : fb->malloc(fb->ctx, n);
 }
 
@@ -310,11 +317,7 @@ void *sand_worker_heap_calloc(const sand_heap_fallback_t *fb, size_t nelem, size
         return NULL;
     size_t n = nelem * elsize;
     bool z;
-    lock();
-    void *p = alloc_locked(n, &z);
-    if (!p)
-        H.spilled = true;
-    unlock();
+    void *p = take(n, &z);
     if (!p)
         return fb->calloc(fb->ctx, nelem, elsize);
     if (!z) /* fresh or MADV_DONTNEED'ed spans are zero already */

@@ -56,7 +56,7 @@ static size_t huge_bytes_at(uintptr_t addr)
     size_t kb = 0;
     while (fgets(line, sizeof(line), f)) {
         unsigned long a, b;
-        if (sscanf(line, "%lx-%lx ", &a, &b) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+        if (sand__smaps_header(line, &a, &b)) {
             in = a <= addr && addr < b;
             continue;
         }

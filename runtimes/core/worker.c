@@ -302,18 +302,29 @@ static void wr_cmd(worker_t *w, cmd_t *c)
  * all of them. Errors are logged (an EXEC that failed leaves its event pending, so it runs
  * again after a restart). A lost connection is fatal: the supervisor restarts the worker, which
  * re-reads its pending entries. */
+static void wr_lost(worker_t *w)
+{
+    SAND_ERROR(COMP, "redis write connection lost: %s", w->wr->errstr);
+    w->fatal = w->stop = true;
+    w->wr_pending = 0;
+}
+
 static void wr_replies(worker_t *w, bool block)
 {
     while (w->wr_pending > 0) {
         redisReply *r = NULL;
-        if (redisReaderGetReply(w->wr->reader, (void **)&r) != REDIS_OK)
-            goto lost;
+        if (redisReaderGetReply(w->wr->reader, (void **)&r) != REDIS_OK) {
+            wr_lost(w);
+            return;
+        }
         if (!r) {
             int avail = 0;
             if (!block && (ioctl(w->wr->fd, FIONREAD, &avail) < 0 || avail <= 0))
                 return;
-            if (redisBufferRead(w->wr) != REDIS_OK)
-                goto lost;
+            if (redisBufferRead(w->wr) != REDIS_OK) {
+                wr_lost(w);
+                return;
+            }
             continue;
         }
         w->wr_pending--;
@@ -325,11 +336,6 @@ static void wr_replies(worker_t *w, bool block)
                     SAND_WARN(COMP, "redis (in transaction): %s", r->element[i]->str);
         freeReplyObject(r);
     }
-    return;
-lost:
-    SAND_ERROR(COMP, "redis write connection lost: %s", w->wr->errstr);
-    w->fatal = w->stop = true;
-    w->wr_pending = 0;
 }
 
 /* Sends the commands queued on the write connection. Their replies are not waited for: they
@@ -340,9 +346,7 @@ static void wr_flush(worker_t *w)
     int done = 0;
     while (!done && !w->stop)
         if (redisBufferWrite(w->wr, &done) != REDIS_OK) {
-            SAND_ERROR(COMP, "redis write connection lost: %s", w->wr->errstr);
-            w->fatal = w->stop = true;
-            w->wr_pending = 0;
+            wr_lost(w);
             return;
         }
     wr_replies(w, false);

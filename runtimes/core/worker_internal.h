@@ -76,6 +76,9 @@ void sand__frame_flush(sand_context *ctx);
  * a memfd mapped privately at the same addresses (filemem.c). Returns the bytes moved or < 0. */
 long sand__memory_to_file(size_t min_anon);
 
+/* True when line is the header of a /proc/self/smaps entry, with its address range. */
+bool sand__smaps_header(const char *line, unsigned long *start, unsigned long *end);
+
 /* Moves the executable's code segment onto anonymous transparent huge pages, in place
  * (hugetext.c): forked instances then inherit it mapped. Returns the bytes moved, 0 when it
  * cannot (not linked for it, no huge pages), or < 0. */
