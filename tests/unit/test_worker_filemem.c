@@ -102,6 +102,7 @@ static void test_memory_to_file(void **state)
     close(p[1]);
 }
 
+#ifndef SAND_ASAN
 /* Transparent huge pages can be had with madvise() ("[always]" or "[madvise]" selected). */
 static bool thp_available(void)
 {
@@ -113,6 +114,7 @@ static bool thp_available(void)
     fclose(f);
     return on;
 }
+#endif
 
 static int __attribute__((noinline)) square(int x)
 {
